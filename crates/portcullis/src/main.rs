@@ -1,1 +1,62 @@
-fn main() {}
+//! `portcullis`: the IAM server, the admin CLI and the development mode.
+//!
+//! `main` parses the command line, builds validated config, calls a library
+//! and maps the result to an exit code: 0 success, 1 runtime failure,
+//! 2 invalid configuration or usage.
+
+mod admin;
+mod cli;
+mod dev;
+mod serve;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// A failure with the exit code it maps to.
+pub enum Failure {
+    /// Bad configuration or usage: exit 2.
+    Config(String),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command {
+            cli::Command::Iam {
+                command: cli::IamCommand::Serve(a),
+            } => serve::run(a, args.log).await,
+            cli::Command::Dev(a) => dev::run(a, args.log).await,
+            cli::Command::Clients { admin, command } => admin::clients(admin, command).await,
+            cli::Command::Keys { admin, command } => admin::keys(admin, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

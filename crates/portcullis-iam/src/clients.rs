@@ -1,0 +1,497 @@
+//! Client registry: validation of admin input, secrets, the read cache, and
+//! revocation of a client's tokens when it is disabled or deleted.
+
+use crate::config::{
+    ClientCredentialSpec, ClientSpec, Mode, parse_audiences, parse_grants, parse_scopes,
+};
+use crate::crypto::{MasterKey, generate_client_secret, random_token};
+use crate::model::{Client, Credential, GrantType, RevocationKind};
+use crate::store::{NewRevocation, Store, StoreError};
+use moka::future::Cache;
+use portcullis_core::{Audience, ClientId, Clock, ScopeSet, Secret, UnixTime};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The input is invalid; the message says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such client.
+    #[error("no client with this id")]
+    NotFound,
+    /// The id is taken.
+    #[error("a client with this id already exists")]
+    Conflict,
+    /// The operation does not apply (e.g. rotating the secret of a JWKS client).
+    #[error("{0}")]
+    NotApplicable(&'static str),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Random generation failed.
+    #[error("could not generate a secret")]
+    Random,
+}
+
+/// Client fields accepted by the admin API (create: all optional but a name;
+/// update: only the fields present change).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientInput {
+    /// Client id (create only; generated if absent).
+    pub client_id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Inline JWK Set: the client authenticates with `private_key_jwt`.
+    pub jwks: Option<serde_json::Value>,
+    /// JWK Set URL: the client authenticates with `private_key_jwt`.
+    pub jwks_uri: Option<String>,
+    /// Grants.
+    pub grant_types: Option<Vec<String>>,
+    /// Allowed scopes.
+    pub allowed_scopes: Option<Vec<String>>,
+    /// Default scopes.
+    pub default_scopes: Option<Vec<String>>,
+    /// Allowed audiences.
+    pub allowed_audiences: Option<Vec<String>>,
+    /// Default audiences.
+    pub default_audiences: Option<Vec<String>>,
+    /// Lifetime override in seconds (0 clears it).
+    pub access_token_ttl_secs: Option<u64>,
+    /// Enabled flag.
+    pub enabled: Option<bool>,
+}
+
+/// A client as the admin API shows it. Never the secret or its digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientView {
+    /// Client id.
+    pub client_id: String,
+    /// Name.
+    pub name: String,
+    /// Authentication methods it can use.
+    pub token_endpoint_auth_methods: Vec<&'static str>,
+    /// Inline JWKS, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// JWKS URL, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Grants.
+    pub grant_types: Vec<&'static str>,
+    /// Allowed scopes.
+    pub allowed_scopes: ScopeSet,
+    /// Default scopes.
+    pub default_scopes: ScopeSet,
+    /// Allowed audiences.
+    pub allowed_audiences: Vec<Audience>,
+    /// Default audiences.
+    pub default_audiences: Vec<Audience>,
+    /// Lifetime override.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token_ttl_secs: Option<u64>,
+    /// Enabled.
+    pub enabled: bool,
+    /// Created.
+    pub created_at: UnixTime,
+    /// Updated.
+    pub updated_at: UnixTime,
+}
+
+impl From<&Client> for ClientView {
+    fn from(c: &Client) -> Self {
+        let (jwks, jwks_uri) = match &c.credential {
+            Credential::Jwks(j) => (Some(j.clone()), None),
+            Credential::JwksUri(u) => (None, Some(u.to_string())),
+            Credential::Secret { .. } => (None, None),
+        };
+        Self {
+            client_id: c.id.to_string(),
+            name: c.name.clone(),
+            token_endpoint_auth_methods: c.credential.auth_methods().to_vec(),
+            jwks,
+            jwks_uri,
+            grant_types: c.grant_types.iter().map(|g| g.as_str()).collect(),
+            allowed_scopes: c.allowed_scopes.clone(),
+            default_scopes: c.default_scopes.clone(),
+            allowed_audiences: c.allowed_audiences.clone(),
+            default_audiences: c.default_audiences.clone(),
+            access_token_ttl_secs: c.access_token_ttl,
+            enabled: c.enabled,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// Clients, cached for reads on the token path.
+pub struct ClientRegistry {
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+    mode: Mode,
+    max_ttl: u64,
+    cache: Cache<ClientId, Option<Arc<Client>>>,
+}
+
+/// Checks a JWK Set a client registers: parseable, non-empty, public
+/// asymmetric keys only.
+fn check_jwks(v: &serde_json::Value) -> Result<(), ClientError> {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(v.clone())
+        .map_err(|e| ClientError::Invalid(format!("jwks: not a JWK Set: {e}")))?;
+    if set.keys.is_empty() {
+        return Err(ClientError::Invalid("jwks: the set has no keys".into()));
+    }
+    for (n, k) in v["keys"].as_array().into_iter().flatten().enumerate() {
+        if ["d", "p", "q", "dp", "dq", "qi", "k"]
+            .iter()
+            .any(|m| k.get(m).is_some())
+        {
+            return Err(ClientError::Invalid(format!(
+                "jwks: key {n} contains private or symmetric key material; register public keys only"
+            )));
+        }
+    }
+    if set.keys.iter().any(|k| {
+        matches!(
+            k.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        )
+    }) {
+        return Err(ClientError::Invalid(
+            "jwks: symmetric keys are not accepted".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_jwks_uri(mode: Mode, s: &str) -> Result<url::Url, ClientError> {
+    let u = url::Url::parse(s).map_err(|e| ClientError::Invalid(format!("jwks_uri: {e}")))?;
+    let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" if loopback || mode == Mode::Development => Ok(u),
+        _ => Err(ClientError::Invalid(
+            "jwks_uri: must be an https URL".into(),
+        )),
+    }
+}
+
+fn invalid(e: crate::config::ConfigError) -> ClientError {
+    ClientError::Invalid(e.to_string())
+}
+
+impl ClientRegistry {
+    /// A registry over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        clock: Arc<dyn Clock>,
+        mode: Mode,
+        max_ttl: u64,
+        cache_ttl: u64,
+    ) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(cache_ttl))
+            .build();
+        Self {
+            store,
+            master,
+            clock,
+            mode,
+            max_ttl,
+            cache,
+        }
+    }
+
+    /// The master key (for secret checks).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// A client, from the cache or the store. Unknown ids are cached too.
+    pub async fn get(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
+        if let Some(hit) = self.cache.get(id).await {
+            metrics::counter!(crate::metrics::names::CLIENT_CACHE, "result" => "hit").increment(1);
+            return Ok(hit);
+        }
+        metrics::counter!(crate::metrics::names::CLIENT_CACHE, "result" => "miss").increment(1);
+        let loaded = self.store.get_client(id).await?.map(Arc::new);
+        self.cache.insert(id.clone(), loaded.clone()).await;
+        Ok(loaded)
+    }
+
+    /// All clients (uncached).
+    pub async fn list(&self) -> Result<Vec<Client>, StoreError> {
+        self.store.list_clients().await
+    }
+
+    fn revocation_of(&self, id: &ClientId, now: UnixTime) -> NewRevocation {
+        NewRevocation {
+            kind: RevocationKind::Client,
+            subject: id.to_string(),
+            issued_before: Some(now),
+            expires_at: now + self.max_ttl + 60,
+            revoked_at: now,
+        }
+    }
+
+    /// Creates a client; returns it and, for secret clients, the secret (shown once).
+    pub async fn create(
+        &self,
+        input: ClientInput,
+        actor: &str,
+    ) -> Result<(Client, Option<Secret>), ClientError> {
+        let id = match &input.client_id {
+            Some(s) => ClientId::from_str(s)
+                .map_err(|e| ClientError::Invalid(format!("client_id: {e}")))?,
+            None => ClientId::from_str(&format!(
+                "c_{}",
+                random_token(12).map_err(|_| ClientError::Random)?
+            ))
+            .map_err(|e| ClientError::Invalid(e.to_string()))?,
+        };
+        let now = self.clock.now();
+        let (credential, secret) = match (&input.jwks, &input.jwks_uri) {
+            (Some(_), Some(_)) => {
+                return Err(ClientError::Invalid(
+                    "give jwks or jwks_uri, not both".into(),
+                ));
+            }
+            (Some(j), None) => {
+                check_jwks(j)?;
+                (Credential::Jwks(j.clone()), None)
+            }
+            (None, Some(u)) => (Credential::JwksUri(check_jwks_uri(self.mode, u)?), None),
+            (None, None) => {
+                let s = generate_client_secret().map_err(|_| ClientError::Random)?;
+                (
+                    Credential::Secret {
+                        digest: self.master.secret_digest(s.expose()),
+                    },
+                    Some(s),
+                )
+            }
+        };
+        let mut client = Client {
+            name: id.to_string(),
+            id,
+            credential,
+            grant_types: vec![GrantType::ClientCredentials],
+            allowed_scopes: ScopeSet::new(),
+            default_scopes: ScopeSet::new(),
+            allowed_audiences: Vec::new(),
+            default_audiences: Vec::new(),
+            access_token_ttl: None,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+        };
+        self.apply(&mut client, input)?;
+        match self.store.create_client(&client).await {
+            Err(StoreError::Conflict) => return Err(ClientError::Conflict),
+            r => r?,
+        }
+        self.cache.invalidate(&client.id).await;
+        crate::audit::client_changed("create", client.id.as_str(), actor);
+        Ok((client, secret))
+    }
+
+    /// Applies the fields present in `input` and checks the result.
+    fn apply(&self, c: &mut Client, input: ClientInput) -> Result<(), ClientError> {
+        if let Some(n) = input.name {
+            if n.is_empty() || n.len() > 200 {
+                return Err(ClientError::Invalid("name: 1 to 200 characters".into()));
+            }
+            c.name = n;
+        }
+        if let Some(g) = input.grant_types {
+            c.grant_types = parse_grants("grant_types", &g).map_err(invalid)?;
+        }
+        if let Some(s) = input.allowed_scopes {
+            c.allowed_scopes = parse_scopes("allowed_scopes", &s).map_err(invalid)?;
+        }
+        if let Some(s) = input.default_scopes {
+            c.default_scopes = parse_scopes("default_scopes", &s).map_err(invalid)?;
+        }
+        if let Some(a) = input.allowed_audiences {
+            c.allowed_audiences = parse_audiences("allowed_audiences", &a).map_err(invalid)?;
+        }
+        if let Some(a) = input.default_audiences {
+            c.default_audiences = parse_audiences("default_audiences", &a).map_err(invalid)?;
+        }
+        if let Some(t) = input.access_token_ttl_secs {
+            if t > self.max_ttl {
+                return Err(ClientError::Invalid(format!(
+                    "access_token_ttl_secs: at most {} (max_access_token_ttl_secs)",
+                    self.max_ttl
+                )));
+            }
+            c.access_token_ttl = (t > 0).then_some(t);
+        }
+        if let Some(e) = input.enabled {
+            c.enabled = e;
+        }
+        if !c.default_scopes.is_subset(&c.allowed_scopes) {
+            return Err(ClientError::Invalid(
+                "default_scopes: must be a subset of allowed_scopes".into(),
+            ));
+        }
+        if !c
+            .default_audiences
+            .iter()
+            .all(|a| c.allowed_audiences.contains(a))
+        {
+            return Err(ClientError::Invalid(
+                "default_audiences: must be a subset of allowed_audiences".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Updates the fields present in `input`. Disabling a client revokes
+    /// every token it holds, in the same transaction.
+    pub async fn update(
+        &self,
+        id: &ClientId,
+        mut input: ClientInput,
+        actor: &str,
+    ) -> Result<Client, ClientError> {
+        if input.client_id.take().is_some_and(|s| s != id.as_str()) {
+            return Err(ClientError::Invalid("client_id cannot be changed".into()));
+        }
+        let mut client = self
+            .store
+            .get_client(id)
+            .await?
+            .ok_or(ClientError::NotFound)?;
+        let was_enabled = client.enabled;
+        match (input.jwks.take(), input.jwks_uri.take()) {
+            (Some(_), Some(_)) => {
+                return Err(ClientError::Invalid(
+                    "give jwks or jwks_uri, not both".into(),
+                ));
+            }
+            (Some(j), None) => {
+                check_jwks(&j)?;
+                client.credential = Credential::Jwks(j);
+            }
+            (None, Some(u)) => {
+                client.credential = Credential::JwksUri(check_jwks_uri(self.mode, &u)?)
+            }
+            (None, None) => {}
+        }
+        self.apply(&mut client, input)?;
+        let now = self.clock.now();
+        client.updated_at = now;
+        let revoke = (was_enabled && !client.enabled).then(|| self.revocation_of(id, now));
+        if !self.store.update_client(&client, revoke.as_ref()).await? {
+            return Err(ClientError::NotFound);
+        }
+        self.cache.invalidate(id).await;
+        crate::audit::client_changed(
+            if revoke.is_some() {
+                "disable"
+            } else {
+                "update"
+            },
+            id.as_str(),
+            actor,
+        );
+        Ok(client)
+    }
+
+    /// Deletes a client and revokes its tokens.
+    pub async fn delete(&self, id: &ClientId, actor: &str) -> Result<(), ClientError> {
+        let now = self.clock.now();
+        if !self
+            .store
+            .delete_client(id, &self.revocation_of(id, now))
+            .await?
+        {
+            return Err(ClientError::NotFound);
+        }
+        self.cache.invalidate(id).await;
+        crate::audit::client_changed("delete", id.as_str(), actor);
+        Ok(())
+    }
+
+    /// Replaces a secret client's secret; the old one stops working at once.
+    pub async fn rotate_secret(&self, id: &ClientId, actor: &str) -> Result<Secret, ClientError> {
+        let mut client = self
+            .store
+            .get_client(id)
+            .await?
+            .ok_or(ClientError::NotFound)?;
+        if !matches!(client.credential, Credential::Secret { .. }) {
+            return Err(ClientError::NotApplicable(
+                "this client authenticates with private_key_jwt; it has no secret",
+            ));
+        }
+        let s = generate_client_secret().map_err(|_| ClientError::Random)?;
+        client.credential = Credential::Secret {
+            digest: self.master.secret_digest(s.expose()),
+        };
+        client.updated_at = self.clock.now();
+        if !self.store.update_client(&client, None).await? {
+            return Err(ClientError::NotFound);
+        }
+        self.cache.invalidate(id).await;
+        crate::audit::client_changed("rotate_secret", id.as_str(), actor);
+        Ok(s)
+    }
+
+    /// Applies clients declared in the config file (idempotent).
+    pub async fn apply_declared(&self, specs: &[ClientSpec]) -> Result<(), ClientError> {
+        let now = self.clock.now();
+        for spec in specs {
+            let credential = match &spec.credential {
+                ClientCredentialSpec::Secret(s) => Credential::Secret {
+                    digest: self.master.secret_digest(s.expose()),
+                },
+                ClientCredentialSpec::Jwks(j) => {
+                    check_jwks(j)
+                        .map_err(|e| ClientError::Invalid(format!("client {}: {e}", spec.id)))?;
+                    Credential::Jwks(j.clone())
+                }
+                ClientCredentialSpec::JwksUri(u) => Credential::JwksUri(u.clone()),
+            };
+            let existing = self.store.get_client(&spec.id).await?;
+            let client = Client {
+                id: spec.id.clone(),
+                name: spec.name.clone(),
+                credential,
+                grant_types: spec.grant_types.clone(),
+                allowed_scopes: spec.allowed_scopes.clone(),
+                default_scopes: spec.default_scopes.clone(),
+                allowed_audiences: spec.allowed_audiences.clone(),
+                default_audiences: spec.default_audiences.clone(),
+                access_token_ttl: spec.access_token_ttl,
+                enabled: spec.enabled,
+                created_at: existing.as_ref().map_or(now, |e| e.created_at),
+                updated_at: existing.as_ref().map_or(now, |e| e.updated_at),
+            };
+            let unchanged = existing.as_ref().is_some_and(|e| *e == client);
+            if unchanged {
+                continue;
+            }
+            let was_enabled = existing.as_ref().is_some_and(|e| e.enabled);
+            let revoke =
+                (was_enabled && !client.enabled).then(|| self.revocation_of(&client.id, now));
+            let client = Client {
+                updated_at: now,
+                ..client
+            };
+            self.store.upsert_client(&client, revoke.as_ref()).await?;
+            self.cache.invalidate(&client.id).await;
+            crate::audit::client_changed("apply_config", client.id.as_str(), "config");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! Configuration: a serde [`RawConfig`] (file, then flags/env layered on top
+//! by the binary) validated once into a [`Config`] the server can trust.
+
+use crate::crypto::MasterKey;
+use portcullis_core::jose::SigningAlgorithm;
+use portcullis_core::{Audience, ClientId, Issuer, ScopeSet, Secret};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// Whether the server runs for real or for a developer's laptop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuses to start without a master key and an admin token.
+    Production,
+    /// Generates what is missing; says so loudly.
+    Development,
+}
+
+/// Configuration as written in `portcullis.toml` (all keys optional).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `production` (default) or `development`.
+    pub mode: Option<String>,
+    /// Public listener (token, discovery, JWKS), `host:port`.
+    pub listen: Option<String>,
+    /// Admin API listener, `host:port`.
+    pub admin_listen: Option<String>,
+    /// Issuer URL; defaults to `http://` + `listen`.
+    pub issuer: Option<String>,
+    /// `sqlite://PATH`.
+    pub database_url: Option<String>,
+    /// 32 bytes, base64. Encrypts signing keys, keys client-secret digests.
+    pub master_key: Option<String>,
+    /// Bearer token for the admin API.
+    pub admin_token: Option<String>,
+    /// ES256 (default), EdDSA, RS256 or PS256.
+    pub signing_alg: Option<String>,
+    /// Default access-token lifetime.
+    pub access_token_ttl_secs: Option<u64>,
+    /// Upper bound of any access-token lifetime (client overrides included).
+    pub max_access_token_ttl_secs: Option<u64>,
+    /// How long a new key is published before it signs.
+    pub key_publish_delay_secs: Option<u64>,
+    /// `Cache-Control: max-age` of the JWKS (must be below the publish delay).
+    pub jwks_max_age_secs: Option<u64>,
+    /// How often a replica re-reads keys from the database.
+    pub key_refresh_secs: Option<u64>,
+    /// Longest accepted `private_key_jwt` assertion lifetime.
+    pub client_assertion_max_lifetime_secs: Option<u64>,
+    /// How long client records are cached before re-reading.
+    pub client_cache_ttl_secs: Option<u64>,
+    /// Largest accepted request body.
+    pub max_body_bytes: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace_secs: Option<u64>,
+    /// Clients applied idempotently at start-up.
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+}
+
+/// A client declared in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// Client id.
+    pub id: String,
+    /// Display name (defaults to the id).
+    pub name: Option<String>,
+    /// Plain-text secret (prefer `secret_env`).
+    pub secret: Option<String>,
+    /// Name of an environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// Inline JWK Set for `private_key_jwt`.
+    pub jwks: Option<serde_json::Value>,
+    /// JWK Set URL for `private_key_jwt`.
+    pub jwks_uri: Option<String>,
+    /// Allowed grants (default `["client_credentials"]`).
+    pub grant_types: Option<Vec<String>>,
+    /// Allowed scopes.
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// Default scopes (default: none).
+    #[serde(default)]
+    pub default_scopes: Vec<String>,
+    /// Allowed audiences.
+    #[serde(default)]
+    pub allowed_audiences: Vec<String>,
+    /// Default audiences.
+    #[serde(default)]
+    pub default_audiences: Vec<String>,
+    /// Token lifetime override.
+    pub access_token_ttl_secs: Option<u64>,
+    /// Enabled (default true).
+    pub enabled: Option<bool>,
+}
+
+/// A configuration problem: which key, what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `clients[2].secret_env`.
+    pub key: String,
+    /// What was expected.
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The credential of a declared client, before hashing.
+#[derive(Debug, Clone)]
+pub enum ClientCredentialSpec {
+    /// A secret to digest.
+    Secret(Secret),
+    /// Inline JWK Set.
+    Jwks(serde_json::Value),
+    /// JWK Set URL.
+    JwksUri(url::Url),
+}
+
+/// A validated declared client.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Client id.
+    pub id: ClientId,
+    /// Display name.
+    pub name: String,
+    /// Credential.
+    pub credential: ClientCredentialSpec,
+    /// Grants.
+    pub grant_types: Vec<crate::model::GrantType>,
+    /// Allowed scopes.
+    pub allowed_scopes: ScopeSet,
+    /// Default scopes.
+    pub default_scopes: ScopeSet,
+    /// Allowed audiences.
+    pub allowed_audiences: Vec<Audience>,
+    /// Default audiences.
+    pub default_audiences: Vec<Audience>,
+    /// Lifetime override.
+    pub access_token_ttl: Option<u64>,
+    /// Enabled.
+    pub enabled: bool,
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Mode.
+    pub mode: Mode,
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Issuer; `None` means "derive from the bound public address" (port 0 in tests).
+    pub issuer: Option<Issuer>,
+    /// Database URL.
+    pub database_url: String,
+    /// Master key.
+    pub master_key: MasterKey,
+    /// Admin bearer token; `None` disables the admin API.
+    pub admin_token: Option<Secret>,
+    /// Signing algorithm for new keys.
+    pub signing_alg: SigningAlgorithm,
+    /// Default token lifetime.
+    pub access_token_ttl: u64,
+    /// Maximum token lifetime.
+    pub max_access_token_ttl: u64,
+    /// Publish delay of a rotated key.
+    pub key_publish_delay: u64,
+    /// JWKS max-age.
+    pub jwks_max_age: u64,
+    /// Key reload interval.
+    pub key_refresh: u64,
+    /// Assertion lifetime cap.
+    pub client_assertion_max_lifetime: u64,
+    /// Client cache TTL.
+    pub client_cache_ttl: u64,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Drain time on shutdown.
+    pub shutdown_grace: u64,
+    /// Declared clients.
+    pub clients: Vec<ClientSpec>,
+}
+
+/// The well-known development master key. Keys encrypted with it are not
+/// protected; development mode says so at start.
+const DEV_MASTER_KEY: [u8; 32] = *b"portcullis-development-only-key!";
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| {
+        err(
+            key,
+            format!("expected host:port (e.g. 127.0.0.1:9000), got {v:?}"),
+        )
+    })
+}
+
+impl RawConfig {
+    /// Validates into a [`Config`]. `env` resolves `secret_env` references.
+    pub fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mode = match self.mode.as_deref() {
+            None | Some("production") => Mode::Production,
+            Some("development") => Mode::Development,
+            Some(other) => {
+                return Err(err(
+                    "mode",
+                    format!("expected production or development, got {other:?}"),
+                ));
+            }
+        };
+        let listen = parse_addr("listen", self.listen.as_deref().unwrap_or("127.0.0.1:9000"))?;
+        let admin_listen = parse_addr(
+            "admin_listen",
+            self.admin_listen.as_deref().unwrap_or("127.0.0.1:9001"),
+        )?;
+        let issuer = match self.issuer {
+            Some(s) => Some(Issuer::from_str(&s).map_err(|e| err("issuer", e.to_string()))?),
+            None if listen.port() == 0 => None,
+            None => Some(
+                Issuer::from_str(&format!("http://{listen}"))
+                    .map_err(|e| err("issuer", e.to_string()))?,
+            ),
+        };
+        let database_url = self
+            .database_url
+            .unwrap_or_else(|| "sqlite://portcullis.db".into());
+        if !database_url.starts_with("sqlite:") {
+            return Err(err("database_url", "expected sqlite://PATH"));
+        }
+        let master_key = match (self.master_key, mode) {
+            (Some(k), _) => MasterKey::from_base64(&Secret::new(k))
+                .map_err(|e| err("master_key", e.to_string()))?,
+            (None, Mode::Development) => MasterKey::from_bytes(&DEV_MASTER_KEY)
+                .map_err(|e| err("master_key", e.to_string()))?,
+            (None, Mode::Production) => {
+                return Err(err(
+                    "master_key",
+                    "required in production mode (set PORTCULLIS_MASTER_KEY to 32 random bytes in \
+                     base64, e.g. `openssl rand -base64 32`)",
+                ));
+            }
+        };
+        let admin_token = match (self.admin_token, mode) {
+            (Some(t), _) if t.len() < 16 => {
+                return Err(err("admin_token", "must be at least 16 characters"));
+            }
+            (Some(t), _) => Some(Secret::new(t)),
+            (None, _) => None,
+        };
+        let signing_alg = self
+            .signing_alg
+            .as_deref()
+            .unwrap_or("ES256")
+            .parse()
+            .map_err(|e: portcullis_core::jose::KeyError| err("signing_alg", e.to_string()))?;
+        let access_token_ttl = self.access_token_ttl_secs.unwrap_or(600);
+        let max_access_token_ttl = self.max_access_token_ttl_secs.unwrap_or(86_400);
+        if access_token_ttl == 0 || access_token_ttl > max_access_token_ttl {
+            return Err(err(
+                "access_token_ttl_secs",
+                "must be between 1 and max_access_token_ttl_secs",
+            ));
+        }
+        let key_publish_delay = self.key_publish_delay_secs.unwrap_or(900);
+        let jwks_max_age = self
+            .jwks_max_age_secs
+            .unwrap_or(300.min(key_publish_delay / 2));
+        if key_publish_delay > 0 && jwks_max_age >= key_publish_delay {
+            return Err(err(
+                "jwks_max_age_secs",
+                "must be shorter than key_publish_delay_secs, or caches could miss a new key",
+            ));
+        }
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for (n, c) in self.clients.into_iter().enumerate() {
+            clients.push(c.validate(&format!("clients[{n}]"), env)?);
+        }
+        Ok(Config {
+            mode,
+            listen,
+            admin_listen,
+            issuer,
+            database_url,
+            master_key,
+            admin_token,
+            signing_alg,
+            access_token_ttl,
+            max_access_token_ttl,
+            key_publish_delay,
+            jwks_max_age,
+            key_refresh: self.key_refresh_secs.unwrap_or(10).max(1),
+            client_assertion_max_lifetime: self.client_assertion_max_lifetime_secs.unwrap_or(300),
+            client_cache_ttl: self.client_cache_ttl_secs.unwrap_or(5),
+            max_body_bytes: self.max_body_bytes.unwrap_or(64 * 1024),
+            shutdown_grace: self.shutdown_grace_secs.unwrap_or(30),
+            clients,
+        })
+    }
+}
+
+/// Parses a list of scopes, naming the key on failure.
+pub fn parse_scopes(key: &str, v: &[String]) -> Result<ScopeSet, ConfigError> {
+    ScopeSet::try_from(v.to_vec()).map_err(|e| err(key, e.to_string()))
+}
+
+/// Parses a list of audiences, naming the key on failure.
+pub fn parse_audiences(key: &str, v: &[String]) -> Result<Vec<Audience>, ConfigError> {
+    let mut out: Vec<Audience> = Vec::with_capacity(v.len());
+    for a in v {
+        let a = Audience::from_str(a).map_err(|e| err(key, e.to_string()))?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses grant type names, naming the key on failure.
+pub fn parse_grants(key: &str, v: &[String]) -> Result<Vec<crate::model::GrantType>, ConfigError> {
+    v.iter()
+        .map(|g| {
+            crate::model::GrantType::parse(g).ok_or_else(|| {
+                err(
+                    key,
+                    format!("unsupported grant type {g:?} (expected client_credentials)"),
+                )
+            })
+        })
+        .collect()
+}
+
+impl RawClient {
+    fn validate(
+        self,
+        at: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ClientSpec, ConfigError> {
+        let id =
+            ClientId::from_str(&self.id).map_err(|e| err(format!("{at}.id"), e.to_string()))?;
+        let credential = match (self.secret, self.secret_env, self.jwks, self.jwks_uri) {
+            (Some(s), None, None, None) => ClientCredentialSpec::Secret(Secret::new(s)),
+            (None, Some(var), None, None) => match env(&var) {
+                Some(s) if !s.is_empty() => ClientCredentialSpec::Secret(Secret::new(s)),
+                _ => {
+                    return Err(err(
+                        format!("{at}.secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            },
+            (None, None, Some(j), None) => ClientCredentialSpec::Jwks(j),
+            (None, None, None, Some(u)) => ClientCredentialSpec::JwksUri(
+                url::Url::parse(&u).map_err(|e| err(format!("{at}.jwks_uri"), e.to_string()))?,
+            ),
+            _ => {
+                return Err(err(
+                    at,
+                    "exactly one of secret, secret_env, jwks or jwks_uri is required",
+                ));
+            }
+        };
+        if let ClientCredentialSpec::Secret(s) = &credential
+            && s.expose().len() < 32
+        {
+            return Err(err(
+                format!("{at}.secret"),
+                "must be at least 32 characters",
+            ));
+        }
+        let spec = ClientSpec {
+            name: self.name.unwrap_or_else(|| id.to_string()),
+            id,
+            credential,
+            grant_types: parse_grants(
+                &format!("{at}.grant_types"),
+                &self
+                    .grant_types
+                    .unwrap_or_else(|| vec!["client_credentials".into()]),
+            )?,
+            allowed_scopes: parse_scopes(&format!("{at}.allowed_scopes"), &self.allowed_scopes)?,
+            default_scopes: parse_scopes(&format!("{at}.default_scopes"), &self.default_scopes)?,
+            allowed_audiences: parse_audiences(
+                &format!("{at}.allowed_audiences"),
+                &self.allowed_audiences,
+            )?,
+            default_audiences: parse_audiences(
+                &format!("{at}.default_audiences"),
+                &self.default_audiences,
+            )?,
+            access_token_ttl: self.access_token_ttl_secs,
+            enabled: self.enabled.unwrap_or(true),
+        };
+        if !spec.default_scopes.is_subset(&spec.allowed_scopes) {
+            return Err(err(
+                format!("{at}.default_scopes"),
+                "must be a subset of allowed_scopes",
+            ));
+        }
+        if !spec
+            .default_audiences
+            .iter()
+            .all(|a| spec.allowed_audiences.contains(a))
+        {
+            return Err(err(
+                format!("{at}.default_audiences"),
+                "must be a subset of allowed_audiences",
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn production_requires_a_master_key() {
+        let e = RawConfig::default().validate(&no_env).unwrap_err();
+        assert_eq!(e.key, "master_key");
+        let raw = RawConfig {
+            mode: Some("development".into()),
+            ..Default::default()
+        };
+        assert!(raw.validate(&no_env).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let raw: RawConfig = toml::from_str(
+            "mode = \"development\"\n[[clients]]\nid = \"a\"\nsecret_env = \"NOPE\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            raw.validate(&no_env).unwrap_err().key,
+            "clients[0].secret_env"
+        );
+        let raw = RawConfig {
+            mode: Some("development".into()),
+            listen: Some("nonsense".into()),
+            ..Default::default()
+        };
+        assert_eq!(raw.validate(&no_env).unwrap_err().key, "listen");
+        assert!(
+            toml::from_str::<RawConfig>("lisen = \"x\"").is_err(),
+            "unknown keys refused"
+        );
+    }
+
+    #[test]
+    fn jwks_cache_must_expire_before_a_new_key_signs() {
+        let raw = RawConfig {
+            mode: Some("development".into()),
+            key_publish_delay_secs: Some(60),
+            jwks_max_age_secs: Some(120),
+            ..Default::default()
+        };
+        assert_eq!(raw.validate(&no_env).unwrap_err().key, "jwks_max_age_secs");
+    }
+}

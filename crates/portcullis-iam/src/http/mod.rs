@@ -1,0 +1,114 @@
+//! HTTP: the public router (token, introspection, revocation, discovery,
+//! JWKS, health, metrics) and the admin router.
+
+pub mod admin;
+pub mod error;
+pub mod form;
+mod ops;
+mod token;
+
+use crate::client_auth::ClientAuthenticator;
+use crate::clients::ClientRegistry;
+use crate::keys::KeyRing;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use portcullis_core::{Clock, Issuer, Secret};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Endpoint paths, relative to the issuer.
+pub mod paths {
+    /// Token endpoint.
+    pub const TOKEN: &str = "/oauth2/token";
+    /// Introspection endpoint.
+    pub const INTROSPECT: &str = "/oauth2/introspect";
+    /// Revocation endpoint.
+    pub const REVOKE: &str = "/oauth2/revoke";
+    /// Revocation feed for offline validators.
+    pub const REVOCATIONS: &str = "/oauth2/revocations";
+    /// JWK Set.
+    pub const JWKS: &str = "/.well-known/jwks.json";
+}
+
+/// Everything handlers need.
+pub struct AppState {
+    /// Issuer identifier.
+    pub issuer: Issuer,
+    /// Default token lifetime.
+    pub access_token_ttl: u64,
+    /// Maximum token lifetime.
+    pub max_access_token_ttl: u64,
+    /// JWKS cache lifetime.
+    pub jwks_max_age: u64,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Store.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: Arc<KeyRing>,
+    /// Clients.
+    pub clients: Arc<ClientRegistry>,
+    /// Client authentication.
+    pub auth: ClientAuthenticator,
+    /// Admin bearer token.
+    pub admin_token: Option<Secret>,
+    /// Default algorithm for `keys rotate`.
+    pub signing_alg: portcullis_core::jose::SigningAlgorithm,
+}
+
+/// Shared state handle.
+pub type SharedState = Arc<AppState>;
+
+async fn track(State(listener): State<&'static str>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(crate::metrics::names::HTTP_DURATION, "listener" => listener, "route" => route.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!(crate::metrics::names::HTTP_REQUESTS, "listener" => listener, "route" => route, "status" => status)
+        .increment(1);
+    resp
+}
+
+/// The public router.
+pub fn public_router(state: SharedState, body_limit: usize) -> Router {
+    Router::new()
+        .route(paths::TOKEN, post(token::token))
+        .route(paths::INTROSPECT, post(token::introspect))
+        .route(paths::REVOKE, post(token::revoke))
+        .route(paths::REVOCATIONS, get(token::revocations))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(ops::discovery),
+        )
+        .route("/.well-known/openid-configuration", get(ops::discovery))
+        .route(paths::JWKS, get(ops::jwks))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state("public", track))
+        .layer(axum::Extension(form::BodyLimit(body_limit)))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The admin router.
+pub fn admin_router(state: SharedState, body_limit: usize) -> Router {
+    admin::router(state.clone())
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state("admin", track))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,96 @@
+//! Discovery (RFC 8414 / OIDC Discovery), JWKS, health, readiness, metrics.
+
+use super::{SharedState, paths};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_core::jose::SigningAlgorithm;
+use serde_json::json;
+
+/// Authorization server metadata. Lists only what is implemented.
+pub async fn discovery(State(s): State<SharedState>) -> Response {
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    let assertion_algs = [
+        "ES256", "ES384", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    ];
+    let signing_algs: Vec<&str> = SigningAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
+    let body = json!({
+        "issuer": s.issuer,
+        "token_endpoint": s.issuer.join(paths::TOKEN),
+        "jwks_uri": s.issuer.join(paths::JWKS),
+        "introspection_endpoint": s.issuer.join(paths::INTROSPECT),
+        "revocation_endpoint": s.issuer.join(paths::REVOKE),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "access_token_signing_alg_values_supported": signing_algs,
+        "portcullis_revocations_endpoint": s.issuer.join(paths::REVOCATIONS),
+    });
+    let mut resp = Json(body).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+/// The JWK Set: public keys of every published key.
+pub async fn jwks(State(s): State<SharedState>) -> Response {
+    let body = s.keys.snapshot().jwks_json().to_string();
+    let cache = format!("public, max-age={}", s.jwks_max_age);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("no-cache")),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Liveness: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers and a key can sign.
+pub async fn readyz(State(s): State<SharedState>) -> Response {
+    if let Err(e) = s.store.ping().await {
+        tracing::warn!(error = %e, "readiness: database unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+    }
+    if s.keys.snapshot().signer(s.clock.now()).is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no active signing key").into_response();
+    }
+    "ready".into_response()
+}
+
+/// Prometheus text exposition.
+pub async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::handle().render(),
+    )
+        .into_response()
+}
+
+/// JSON 404.
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response()
+}

@@ -1,0 +1,261 @@
+//! Token (RFC 6749 §4.4), introspection (RFC 7662) and revocation (RFC 7009)
+//! endpoints, and the revocation feed for offline validators.
+
+use super::SharedState;
+use super::error::ApiError;
+use super::form::Form;
+use crate::crypto::random_token;
+use crate::model::{GrantType, RevocationKind};
+use crate::store::NewRevocation;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_core::jose::{AccessTokenClaims, Audiences};
+use portcullis_core::oauth::{ErrorCode, OAuthError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::metrics::names;
+
+fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
+}
+
+/// `POST /oauth2/token`.
+pub async fn token(State(s): State<SharedState>, headers: HeaderMap, Form(form): Form) -> Response {
+    match issue(&s, &headers, &form).await {
+        Ok(r) => r,
+        Err((client_id, e)) => {
+            metrics::counter!(names::TOKEN_ERRORS, "error" => e.error.error.as_str()).increment(1);
+            let reason = e.error.error_description.as_deref().unwrap_or("");
+            crate::audit::token_refused(client_id.as_deref(), e.error.error.as_str(), reason);
+            e.into_response()
+        }
+    }
+}
+
+type Refusal = (Option<String>, ApiError);
+
+async fn issue(
+    s: &SharedState,
+    headers: &HeaderMap,
+    form: &super::form::FormParams,
+) -> Result<Response, Refusal> {
+    let anon = |e: ApiError| (None, e);
+    let Some(grant_type) = form.get("grant_type") else {
+        return Err(anon(
+            OAuthError::invalid_request("grant_type is missing").into(),
+        ));
+    };
+    let authed = s
+        .auth
+        .authenticate("token", headers, form)
+        .await
+        .map_err(anon)?;
+    let client = authed.client;
+    let named = |e: OAuthError| (Some(client.id.to_string()), ApiError::from(e));
+    let grant = GrantType::parse(grant_type).ok_or_else(|| {
+        named(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!(
+                "grant_type {:?} is not supported",
+                super::form::truncate(grant_type)
+            ),
+        ))
+    })?;
+    if !client.grant_types.contains(&grant) {
+        return Err(named(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client may not use the {} grant", grant.as_str()),
+        )));
+    }
+    let scope = crate::grant::resolve_scope(&client, form.get("scope")).map_err(named)?;
+    let aud = crate::grant::resolve_audience(&client, form.get_all("resource")).map_err(named)?;
+
+    let now = s.clock.now();
+    let ttl = client
+        .access_token_ttl
+        .unwrap_or(s.access_token_ttl)
+        .min(s.max_access_token_ttl);
+    let jti = random_token(16).map_err(|e| (None, ApiError::internal(&e)))?;
+    let scope_str = scope.to_string();
+    let claims = AccessTokenClaims {
+        iss: s.issuer.to_string(),
+        sub: client.id.to_string(),
+        aud: Audiences::from_vec(aud.iter().map(|a| a.to_string()).collect()),
+        exp: now + ttl,
+        iat: now,
+        nbf: now,
+        jti,
+        client_id: client.id.to_string(),
+        scope: (!scope_str.is_empty()).then(|| scope_str.clone()),
+    };
+    let snapshot = s.keys.snapshot();
+    let key = snapshot
+        .signer(now)
+        .ok_or_else(|| (None, ApiError::internal(&"no active signing key")))?;
+    let access_token = key
+        .sign_access_token(&claims)
+        .map_err(|e| (None, ApiError::internal(&e)))?;
+    metrics::counter!(names::TOKENS_ISSUED, "grant" => grant.as_str(), "alg" => key.alg().as_str())
+        .increment(1);
+    let aud_str = aud.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ");
+    crate::audit::token_issued(
+        client.id.as_str(),
+        grant.as_str(),
+        &claims.jti,
+        &scope_str,
+        &aud_str,
+        claims.exp,
+    );
+    let body = TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        scope: &scope_str,
+    };
+    Ok(no_store(Json(body).into_response()))
+}
+
+/// Verifies one of our tokens and checks it is neither revoked nor held by a
+/// disabled or deleted client.
+async fn active_claims(
+    s: &SharedState,
+    token: &str,
+) -> Result<Option<AccessTokenClaims>, ApiError> {
+    let now = s.clock.now();
+    let Ok(claims) = s.keys.snapshot().verifier().verify(token, now) else {
+        return Ok(None);
+    };
+    let holder = match claims.client_id.parse() {
+        Ok(id) => s.clients.get(&id).await?,
+        Err(_) => None,
+    };
+    if !holder.is_some_and(|c| c.enabled) {
+        return Ok(None);
+    }
+    if s.store
+        .is_revoked(&claims.jti, &claims.client_id, claims.iat)
+        .await?
+    {
+        return Ok(None);
+    }
+    Ok(Some(claims))
+}
+
+/// `POST /oauth2/introspect` (RFC 7662): authenticated clients only.
+pub async fn introspect(
+    State(s): State<SharedState>,
+    headers: HeaderMap,
+    Form(form): Form,
+) -> Result<Response, ApiError> {
+    s.auth.authenticate("introspect", &headers, &form).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let body = match active_claims(&s, token).await? {
+        None => json!({ "active": false }),
+        Some(c) => json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": c.scope,
+            "client_id": c.client_id,
+            "sub": c.sub,
+            "aud": c.aud,
+            "iss": c.iss,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "jti": c.jti,
+        }),
+    };
+    let active = if body["active"] == true {
+        "true"
+    } else {
+        "false"
+    };
+    metrics::counter!(names::INTROSPECTIONS, "active" => active).increment(1);
+    Ok(no_store(Json(body).into_response()))
+}
+
+/// `POST /oauth2/revoke` (RFC 7009). Unknown, invalid and expired tokens
+/// get 200: there is nothing left to revoke (§2.2).
+pub async fn revoke(
+    State(s): State<SharedState>,
+    headers: HeaderMap,
+    Form(form): Form,
+) -> Result<Response, ApiError> {
+    let caller = s.auth.authenticate("revoke", &headers, &form).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let now = s.clock.now();
+    if let Ok(claims) = s.keys.snapshot().verifier().verify(token, now) {
+        if claims.client_id != caller.client.id.as_str() {
+            // §2.1: the token must have been issued to the requesting client.
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "the token was not issued to this client",
+            )
+            .into());
+        }
+        s.store
+            .add_revocation(&NewRevocation {
+                kind: RevocationKind::Jti,
+                subject: claims.jti.clone(),
+                issued_before: None,
+                expires_at: claims.exp,
+                revoked_at: now,
+            })
+            .await?;
+        metrics::counter!(names::REVOCATIONS).increment(1);
+        crate::audit::token_revoked(caller.client.id.as_str(), &claims.jti);
+    }
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// Query of the revocation feed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    since: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /oauth2/revocations?since=N`: revoked-but-unexpired tokens (by
+/// `jti`) and clients (by `client_id` + `issued_before`), after cursor N.
+/// Resource servers that validate tokens offline poll this.
+pub async fn revocations(
+    State(s): State<SharedState>,
+    q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|_| {
+        OAuthError::invalid_request("query must be since=<non-negative integer>&limit=<1..10000>")
+    })?;
+    let since = q.since.unwrap_or(0);
+    if since < 0 {
+        return Err(OAuthError::invalid_request("since must be a non-negative integer").into());
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let now = s.clock.now();
+    let entries = s.store.revocations_since(since, now, limit).await?;
+    let cursor = entries.last().map_or(since, |e| e.seq);
+    let more = entries.len() as u32 == limit;
+    Ok(no_store(
+        Json(json!({ "cursor": cursor, "more": more, "now": now, "revocations": entries }))
+            .into_response(),
+    ))
+}

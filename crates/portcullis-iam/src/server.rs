@@ -1,0 +1,227 @@
+//! Starting and stopping the IAM server: store, keys, clients, listeners,
+//! background housekeeping, graceful drain.
+
+use crate::client_auth::ClientAuthenticator;
+use crate::clients::{ClientError, ClientRegistry};
+use crate::config::{Config, Mode};
+use crate::http::{self, AppState, paths};
+use crate::keys::{KeyRing, KeyRingError};
+use crate::store::{self, StoreError};
+use axum::serve::ListenerExt;
+use portcullis_core::{Clock, Issuer, SystemClock};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// Keys could not be loaded or created.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyRingError),
+    /// A declared client could not be applied.
+    #[error("declared clients: {0}")]
+    Clients(#[from] ClientError),
+    /// The derived issuer is invalid.
+    #[error("issuer: {0}")]
+    Issuer(String),
+}
+
+/// A running server.
+pub struct RunningIam {
+    /// Bound public address.
+    pub public_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// Issuer identifier.
+    pub issuer: Issuer,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl RunningIam {
+    /// Stops accepting, waits for in-flight requests (up to the grace
+    /// period), stops background work.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let drain = async {
+            for s in self.servers {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(self.grace, drain).await.is_err() {
+            tracing::warn!("shutdown grace period elapsed with requests still in flight");
+        }
+        self.background.abort();
+    }
+}
+
+/// Starts the server with the system clock.
+pub async fn start(config: Config) -> Result<RunningIam, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Starts the server with an injected clock.
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningIam, StartError> {
+    crate::metrics::handle();
+    if config.mode == Mode::Development {
+        tracing::warn!("development mode: do not use with real credentials");
+    }
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let public = bind(config.listen).await?;
+    let admin = bind(config.admin_listen).await?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+    let issuer = match config.issuer {
+        Some(i) => i,
+        None => Issuer::from_str(&format!("http://{public_addr}"))
+            .map_err(|e| StartError::Issuer(e.to_string()))?,
+    };
+
+    let store = store::open(&config.database_url).await?;
+    let master = Arc::new(config.master_key);
+    let keys = Arc::new(
+        KeyRing::init(
+            store.clone(),
+            master.clone(),
+            clock.clone(),
+            issuer.to_string(),
+            config.signing_alg,
+            config.key_publish_delay,
+            config.max_access_token_ttl,
+        )
+        .await?,
+    );
+    let clients = Arc::new(ClientRegistry::new(
+        store.clone(),
+        master,
+        clock.clone(),
+        config.mode,
+        config.max_access_token_ttl,
+        config.client_cache_ttl,
+    ));
+    clients.apply_declared(&config.clients).await?;
+    let auth = ClientAuthenticator::new(
+        clients.clone(),
+        store.clone(),
+        clock.clone(),
+        vec![issuer.to_string(), issuer.join(paths::TOKEN)],
+        config.client_assertion_max_lifetime,
+    );
+    let state = Arc::new(AppState {
+        issuer: issuer.clone(),
+        access_token_ttl: config.access_token_ttl,
+        max_access_token_ttl: config.max_access_token_ttl,
+        jwks_max_age: config.jwks_max_age,
+        clock: clock.clone(),
+        store: store.clone(),
+        keys: keys.clone(),
+        clients,
+        auth,
+        admin_token: config.admin_token,
+        signing_alg: config.signing_alg,
+    });
+    if state.admin_token.is_none() {
+        tracing::warn!("no admin_token configured: the admin API answers 503");
+    }
+
+    let (tx, rx) = watch::channel(false);
+    let serve = |listener: TcpListener, router: axum::Router, mut rx: watch::Receiver<bool>| {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move {
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            let shutdown = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "listener failed");
+            }
+        })
+    };
+    let servers = vec![
+        serve(
+            public,
+            http::public_router(state.clone(), config.max_body_bytes),
+            rx.clone(),
+        ),
+        serve(
+            admin,
+            http::admin_router(state.clone(), config.max_body_bytes),
+            rx,
+        ),
+    ];
+    let background = tokio::spawn(housekeeping(keys, store, clock, config.key_refresh));
+    tracing::info!(%public_addr, %admin_addr, %issuer, "IAM server listening");
+    Ok(RunningIam {
+        public_addr,
+        admin_addr,
+        issuer,
+        shutdown: tx,
+        servers,
+        background,
+        grace: Duration::from_secs(config.shutdown_grace),
+    })
+}
+
+/// Reloads keys (rotations made by other replicas or the CLI) and purges
+/// expired assertion jtis and revocations.
+async fn housekeeping(
+    keys: Arc<KeyRing>,
+    store: Arc<dyn store::Store>,
+    clock: Arc<dyn Clock>,
+    refresh: u64,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(refresh));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(e) = keys.reload().await {
+            tracing::error!(error = %e, "key reload failed; serving the keys loaded before");
+        }
+        n += 1;
+        if n % (60 / refresh).max(1) == 0 {
+            match store.purge_expired(clock.now()).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "purged expired rows"),
+                Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+        }
+    }
+}

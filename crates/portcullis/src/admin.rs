@@ -1,0 +1,341 @@
+//! `portcullis clients …` and `portcullis keys …`: clients of the admin API.
+
+use crate::Failure;
+use crate::cli::{AdminArgs, ClientFields, ClientsCommand, KeysCommand, Output};
+use anyhow::{Context, anyhow};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    output: Output,
+}
+
+impl Admin {
+    fn new(args: AdminArgs) -> Result<Self, Failure> {
+        let token = match args.admin_token {
+            Some(t) => t,
+            None => std::fs::read_to_string(".portcullis/admin-token")
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| {
+                    Failure::Config(
+                        "no admin token: pass --admin-token or set PORTCULLIS_ADMIN_TOKEN".into(),
+                    )
+                })?,
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            http,
+            base: args.admin_url.trim_end_matches('/').to_owned(),
+            token,
+            output: args.output,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .context("reading the admin API response")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let msg = value["error_description"]
+                .as_str()
+                .or(value["error"].as_str())
+                .unwrap_or("request failed");
+            return Err(Failure::Runtime(anyhow!(
+                "admin API answered {status}: {msg}"
+            )));
+        }
+        Ok(value)
+    }
+}
+
+fn fields_to_json(f: ClientFields, body: &mut Map<String, Value>) -> Result<(), Failure> {
+    fn split(v: Vec<String>) -> Vec<String> {
+        v.iter()
+            .flat_map(|s| s.split([' ', ',']))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+    if let Some(n) = f.name {
+        body.insert("name".into(), n.into());
+    }
+    for (key, v) in [
+        ("allowed_scopes", f.scopes),
+        ("default_scopes", f.default_scopes),
+        ("allowed_audiences", f.audiences),
+        ("default_audiences", f.default_audiences),
+        ("grant_types", f.grant_types),
+    ] {
+        if !v.is_empty() {
+            body.insert(key.into(), json!(split(v)));
+        }
+    }
+    if let Some(path) = f.jwks_file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::Config(format!("{}: {e}", path.display())))?;
+        let jwks: Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::Config(format!("{}: not JSON: {e}", path.display())))?;
+        body.insert("jwks".into(), jwks);
+    }
+    if let Some(u) = f.jwks_uri {
+        body.insert("jwks_uri".into(), u.into());
+    }
+    if let Some(t) = f.ttl {
+        body.insert("access_token_ttl_secs".into(), t.into());
+    }
+    Ok(())
+}
+
+fn list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_client(v: &Value) {
+    let row = |k: &str, val: String| println!("{k:<20} {val}");
+    row("client_id", v["client_id"].as_str().unwrap_or("").into());
+    row("name", v["name"].as_str().unwrap_or("").into());
+    row("auth methods", list(&v["token_endpoint_auth_methods"]));
+    row("grant types", list(&v["grant_types"]));
+    row("allowed scopes", list(&v["allowed_scopes"]));
+    row("default scopes", list(&v["default_scopes"]));
+    row("allowed audiences", list(&v["allowed_audiences"]));
+    row("default audiences", list(&v["default_audiences"]));
+    if let Some(t) = v["access_token_ttl_secs"].as_u64() {
+        row("token ttl (s)", t.to_string());
+    }
+    if let Some(u) = v["jwks_uri"].as_str() {
+        row("jwks_uri", u.into());
+    }
+    row("enabled", v["enabled"].to_string());
+    if let Some(s) = v["client_secret"].as_str() {
+        println!("\nclient_secret        {s}\n(shown once: store it now)");
+    }
+}
+
+fn emit(output: Output, v: &Value, human: impl FnOnce(&Value)) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Table => human(v),
+    }
+}
+
+/// `portcullis clients …`.
+pub async fn clients(args: AdminArgs, cmd: ClientsCommand) -> Result<(), Failure> {
+    let admin = Admin::new(args)?;
+    let out = admin.output;
+    match cmd {
+        ClientsCommand::Create {
+            id,
+            disabled,
+            fields,
+        } => {
+            let mut body = Map::new();
+            if let Some(id) = id {
+                body.insert("client_id".into(), id.into());
+            }
+            if disabled {
+                body.insert("enabled".into(), false.into());
+            }
+            fields_to_json(fields, &mut body)?;
+            let v = admin
+                .call(Method::POST, "/admin/clients", Some(Value::Object(body)))
+                .await?;
+            emit(out, &v, print_client);
+        }
+        ClientsCommand::List => {
+            let v = admin.call(Method::GET, "/admin/clients", None).await?;
+            emit(out, &v, |v| {
+                let rows: Vec<Vec<String>> = v["clients"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        vec![
+                            c["client_id"].as_str().unwrap_or("").into(),
+                            c["name"].as_str().unwrap_or("").into(),
+                            list(&c["token_endpoint_auth_methods"]),
+                            list(&c["allowed_scopes"]),
+                            list(&c["allowed_audiences"]),
+                            c["enabled"].to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "CLIENT_ID",
+                        "NAME",
+                        "AUTH",
+                        "SCOPES",
+                        "AUDIENCES",
+                        "ENABLED",
+                    ],
+                    &rows,
+                );
+            });
+        }
+        ClientsCommand::Show { id } => {
+            let v = admin
+                .call(Method::GET, &format!("/admin/clients/{id}"), None)
+                .await?;
+            emit(out, &v, print_client);
+        }
+        ClientsCommand::Update {
+            id,
+            enable,
+            disable,
+            fields,
+        } => {
+            let mut body = Map::new();
+            if enable || disable {
+                body.insert("enabled".into(), enable.into());
+            }
+            fields_to_json(fields, &mut body)?;
+            let v = admin
+                .call(
+                    Method::PATCH,
+                    &format!("/admin/clients/{id}"),
+                    Some(Value::Object(body)),
+                )
+                .await?;
+            emit(out, &v, print_client);
+        }
+        ClientsCommand::Delete { id } => {
+            admin
+                .call(Method::DELETE, &format!("/admin/clients/{id}"), None)
+                .await?;
+            emit(out, &json!({ "deleted": id }), |_| println!("deleted {id}"));
+        }
+        ClientsCommand::RotateSecret { id } => {
+            let v = admin
+                .call(
+                    Method::POST,
+                    &format!("/admin/clients/{id}/rotate-secret"),
+                    None,
+                )
+                .await?;
+            emit(out, &v, |v| {
+                println!("client_id      {}", v["client_id"].as_str().unwrap_or(""));
+                println!(
+                    "client_secret  {}",
+                    v["client_secret"].as_str().unwrap_or("")
+                );
+                println!("(shown once: store it now; the old secret no longer works)");
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `portcullis keys …`.
+pub async fn keys(args: AdminArgs, cmd: KeysCommand) -> Result<(), Failure> {
+    let admin = Admin::new(args)?;
+    let out = admin.output;
+    let row = |k: &Value| {
+        let t = |f: &str| {
+            k[f].as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        vec![
+            k["kid"].as_str().unwrap_or("").into(),
+            k["alg"].as_str().unwrap_or("").into(),
+            k["state"].as_str().unwrap_or("").into(),
+            t("activate_at"),
+            t("retire_at"),
+            t("unpublish_at"),
+        ]
+    };
+    let headers = [
+        "KID",
+        "ALG",
+        "STATE",
+        "ACTIVATE_AT",
+        "RETIRE_AT",
+        "UNPUBLISH_AT",
+    ];
+    match cmd {
+        KeysCommand::List => {
+            let v = admin.call(Method::GET, "/admin/keys", None).await?;
+            emit(out, &v, |v| {
+                let rows: Vec<Vec<String>> = v["keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(row)
+                    .collect();
+                table(&headers, &rows);
+            });
+        }
+        KeysCommand::Rotate { alg } => {
+            let body = alg
+                .map(|a| json!({ "alg": a }))
+                .unwrap_or_else(|| json!({}));
+            let v = admin
+                .call(Method::POST, "/admin/keys/rotate", Some(body))
+                .await?;
+            emit(out, &v, |v| {
+                table(&headers, &[row(v)]);
+                println!(
+                    "\nThe new key is published now and signs from {} (unix time).",
+                    v["activate_at"]
+                );
+            });
+        }
+    }
+    Ok(())
+}

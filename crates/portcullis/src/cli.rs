@@ -1,0 +1,262 @@
+//! The command line. Every server setting is also a `PORTCULLIS_*`
+//! environment variable; flags win over the environment, which wins over the
+//! config file, which wins over defaults.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Authenticate and authorize traffic between microservices.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging options.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info,portcullis::audit=warn`.
+    #[arg(long, global = true, env = "PORTCULLIS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The IAM (OAuth 2.0 authorization) server.
+    Iam {
+        #[command(subcommand)]
+        command: IamCommand,
+    },
+    /// Start everything locally on an embedded database, with demo credentials.
+    Dev(DevArgs),
+    /// Manage OAuth clients through the admin API.
+    Clients {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// Manage token signing keys through the admin API.
+    Keys {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IamCommand {
+    /// Run the IAM server.
+    Serve(ServeArgs),
+}
+
+/// `iam serve` settings (each overrides the config file).
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `production` or `development`.
+    #[arg(long, env = "PORTCULLIS_MODE")]
+    pub mode: Option<String>,
+    /// Public listener, host:port.
+    #[arg(long, env = "PORTCULLIS_LISTEN")]
+    pub listen: Option<String>,
+    /// Admin API listener, host:port.
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Issuer URL.
+    #[arg(long, env = "PORTCULLIS_ISSUER")]
+    pub issuer: Option<String>,
+    /// Database URL (sqlite://PATH).
+    #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Master key: 32 bytes, base64.
+    #[arg(long, env = "PORTCULLIS_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Admin API bearer token.
+    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// ES256, EdDSA, RS256 or PS256.
+    #[arg(long, env = "PORTCULLIS_SIGNING_ALG")]
+    pub signing_alg: Option<String>,
+    /// Default access-token lifetime, seconds.
+    #[arg(long, env = "PORTCULLIS_ACCESS_TOKEN_TTL_SECS")]
+    pub access_token_ttl_secs: Option<u64>,
+    /// Maximum access-token lifetime, seconds.
+    #[arg(long, env = "PORTCULLIS_MAX_ACCESS_TOKEN_TTL_SECS")]
+    pub max_access_token_ttl_secs: Option<u64>,
+    /// Delay between publishing a rotated key and signing with it, seconds.
+    #[arg(long, env = "PORTCULLIS_KEY_PUBLISH_DELAY_SECS")]
+    pub key_publish_delay_secs: Option<u64>,
+    /// JWKS Cache-Control max-age, seconds.
+    #[arg(long, env = "PORTCULLIS_JWKS_MAX_AGE_SECS")]
+    pub jwks_max_age_secs: Option<u64>,
+    /// How often keys are re-read from the database, seconds.
+    #[arg(long, env = "PORTCULLIS_KEY_REFRESH_SECS")]
+    pub key_refresh_secs: Option<u64>,
+    /// Longest accepted client-assertion lifetime, seconds.
+    #[arg(long, env = "PORTCULLIS_CLIENT_ASSERTION_MAX_LIFETIME_SECS")]
+    pub client_assertion_max_lifetime_secs: Option<u64>,
+    /// Client cache lifetime, seconds.
+    #[arg(long, env = "PORTCULLIS_CLIENT_CACHE_TTL_SECS")]
+    pub client_cache_ttl_secs: Option<u64>,
+    /// Largest accepted request body, bytes.
+    #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Drain time on SIGTERM, seconds.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// `dev` settings.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the database and generated secrets live.
+    #[arg(long, env = "PORTCULLIS_DEV_DIR", default_value = ".portcullis")]
+    pub data_dir: PathBuf,
+    /// Public listener.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: String,
+    /// Admin listener.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub admin_listen: String,
+}
+
+/// How CLI commands reach the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_ADMIN_URL",
+        default_value = "http://127.0.0.1:9001"
+    )]
+    pub admin_url: String,
+    /// Admin bearer token (defaults to ./.portcullis/admin-token when present).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// CLI output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// Client fields shared by create and update.
+#[derive(Debug, Default, Args)]
+pub struct ClientFields {
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Allowed scope (repeat, or space-separated).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Default scope, granted when none is requested (repeat).
+    #[arg(long = "default-scope")]
+    pub default_scopes: Vec<String>,
+    /// Allowed audience / resource (repeat).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Default audience (repeat).
+    #[arg(long = "default-audience")]
+    pub default_audiences: Vec<String>,
+    /// Allowed grant type (repeat).
+    #[arg(long = "grant-type")]
+    pub grant_types: Vec<String>,
+    /// JWK Set file: the client authenticates with private_key_jwt.
+    #[arg(long, conflicts_with = "jwks_uri")]
+    pub jwks_file: Option<PathBuf>,
+    /// JWK Set URL: the client authenticates with private_key_jwt.
+    #[arg(long)]
+    pub jwks_uri: Option<String>,
+    /// Access-token lifetime override, seconds (0 clears it).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client; prints its secret once.
+    Create {
+        /// Client id (generated if omitted).
+        #[arg(long)]
+        id: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        fields: ClientFields,
+    },
+    /// List clients.
+    List,
+    /// Show one client.
+    Show {
+        /// Client id.
+        id: String,
+    },
+    /// Change a client (only the options given).
+    Update {
+        /// Client id.
+        id: String,
+        /// Enable the client.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Disable the client (revokes its tokens).
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        fields: ClientFields,
+    },
+    /// Delete a client (revokes its tokens).
+    Delete {
+        /// Client id.
+        id: String,
+    },
+    /// Replace a client's secret; prints the new one once.
+    RotateSecret {
+        /// Client id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Show signing keys and their states.
+    List,
+    /// Staged rotation: publish a new key now, sign with it after the publish delay.
+    Rotate {
+        /// Algorithm of the new key (defaults to the configured one).
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
