@@ -49,8 +49,10 @@ impl Clock for ManualClock {
 pub struct TestIam {
     /// The running server (taken by [`TestIam::stop`]).
     pub server: Option<RunningIam>,
-    /// Issuer / public base URL.
+    /// Public base URL (`http://` + bound address).
     pub base: String,
+    /// Issuer identifier (equals `base` unless configured).
+    pub issuer: String,
     /// Admin base URL.
     pub admin: String,
     /// Temp dir holding the database.
@@ -118,7 +120,8 @@ impl TestIam {
             .await
             .expect("server starts");
         Self {
-            base: server.issuer.to_string(),
+            base: format!("http://{}", server.public_addr),
+            issuer: server.issuer.to_string(),
             admin: format!("http://{}", server.admin_addr),
             server: Some(server),
             dir,
