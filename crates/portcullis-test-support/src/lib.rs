@@ -333,6 +333,11 @@ pub struct BinaryIam {
 impl BinaryIam {
     /// Starts `bin iam serve` on free ports with `args`, waiting until /readyz answers 200.
     pub fn spawn(bin: &str, db: &Path, extra: &[&str]) -> Self {
+        Self::spawn_env(bin, db, extra, &[])
+    }
+
+    /// Like [`BinaryIam::spawn`], with extra environment variables.
+    pub fn spawn_env(bin: &str, db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let (p, a) = (free_port(), free_port());
         let addr: SocketAddr = format!("127.0.0.1:{p}").parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{a}").parse().expect("addr");
@@ -348,6 +353,7 @@ impl BinaryIam {
             .args(extra)
             .env("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)
             .env("PORTCULLIS_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,243 @@
+//! The admin CLI and `portcullis dev`, as a user runs them.
+
+use portcullis_test_support::{
+    BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, free_port, http_client,
+};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn cli(iam: &BinaryIam, args: &[&str]) -> (i32, String, String) {
+    let admin_url = format!("http://{}", iam.admin);
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--admin-url", &admin_url])
+        .env("PORTCULLIS_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+async fn token_status(iam: &BinaryIam, c: &SecretClient) -> u16 {
+    http_client()
+        .post(format!("{}/oauth2/token", iam.base()))
+        .header("authorization", basic(&c.id, &c.secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn clients_and_keys_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let iam = BinaryIam::spawn(
+        BIN,
+        &dir.path().join("iam.db"),
+        &["--key-publish-delay-secs", "600"],
+    );
+
+    let (code, out, err) = cli(
+        &iam,
+        &[
+            "clients",
+            "create",
+            "--id",
+            "orders",
+            "--name",
+            "Orders",
+            "--scope",
+            "orders:read orders:write",
+            "--default-scope",
+            "orders:read",
+            "--audience",
+            "orders-api",
+            "--default-audience",
+            "orders-api",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let created = json(&out);
+    let c = SecretClient {
+        id: "orders".into(),
+        secret: created["client_secret"].as_str().unwrap().into(),
+    };
+    assert_eq!(
+        created["allowed_scopes"],
+        serde_json::json!(["orders:read", "orders:write"])
+    );
+    assert_eq!(token_status(&iam, &c).await, 200);
+
+    let (code, out, _) = cli(&iam, &["clients", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().next().unwrap().starts_with("CLIENT_ID"));
+    assert!(
+        out.contains("orders") && out.contains("orders-api"),
+        "{out}"
+    );
+    assert!(!out.contains(&c.secret), "secrets are never listed");
+
+    let (code, out, _) = cli(&iam, &["clients", "show", "orders"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("client_secret_basic") && out.contains("Orders"),
+        "{out}"
+    );
+
+    let (code, _, err) = cli(&iam, &["clients", "update", "orders", "--disable"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(token_status(&iam, &c).await, 401);
+    let (code, _, _) = cli(&iam, &["clients", "update", "orders", "--enable"]);
+    assert_eq!(code, 0);
+
+    let (code, out, _) = cli(&iam, &["clients", "rotate-secret", "orders", "-o", "json"]);
+    assert_eq!(code, 0);
+    let rotated = SecretClient {
+        id: "orders".into(),
+        secret: json(&out)["client_secret"].as_str().unwrap().into(),
+    };
+    assert_eq!(token_status(&iam, &c).await, 401);
+    assert_eq!(token_status(&iam, &rotated).await, 200);
+
+    let (code, out, _) = cli(&iam, &["keys", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["keys"][0]["state"], "active");
+    let (code, out, _) = cli(&iam, &["keys", "rotate", "--alg", "EdDSA"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("pending") && out.contains("EdDSA"), "{out}");
+    let (_, out, _) = cli(&iam, &["keys", "list"]);
+    assert!(out.contains("active") && out.contains("pending"), "{out}");
+
+    let (code, _, _) = cli(&iam, &["clients", "delete", "orders"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(&iam, &["clients", "show", "orders"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+
+    // A wrong admin token is reported, not ignored.
+    let out = Command::new(BIN)
+        .args([
+            "clients",
+            "list",
+            "--admin-url",
+            &format!("http://{}", iam.admin),
+            "--admin-token",
+            "wrong-token-0123456789",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+/// Reads the dev banner until its last line, with a deadline.
+fn banner(child: &mut std::process::Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("Stop with Ctrl-C");
+            text.push_str(&line);
+            text.push('\n');
+            if done {
+                let _ = tx.send(text);
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("dev banner printed")
+}
+
+#[tokio::test]
+async fn dev_mode_prints_working_credentials_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".portcullis");
+    let (p, a) = (free_port(), free_port());
+    let start = || {
+        Command::new(BIN)
+            .args(["--log", "warn", "dev", "--data-dir", data.to_str().unwrap()])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{p}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{a}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    let mut child = start();
+    let text = banner(&mut child);
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(text.contains(&format!("http://127.0.0.1:{p}")), "{text}");
+    let secret = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("secret: "))
+        .expect("secret printed")
+        .to_owned();
+    assert!(text.contains("curl -s -u 'demo-service:"), "{text}");
+    let c = SecretClient {
+        id: "demo-service".into(),
+        secret: secret.clone(),
+    };
+    let http = http_client();
+    let v: Value = http
+        .post(format!("http://127.0.0.1:{p}/oauth2/token"))
+        .header("authorization", basic(&c.id, &c.secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "orders:read orders:write"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["scope"], "orders:read orders:write");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Restart: same secret, same data.
+    let mut child = start();
+    let text = banner(&mut child);
+    assert!(text.contains(&secret));
+    let _ = child.kill();
+    let _ = child.wait();
+    for f in [
+        "master.key",
+        "admin-token",
+        "demo-client-secret",
+        "portcullis.db",
+    ] {
+        assert!(data.join(f).exists(), "{f}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "secrets are private to the user");
+    }
+}

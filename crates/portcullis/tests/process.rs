@@ -1,0 +1,373 @@
+//! The real `portcullis` binary as a child process: crash safety (kill -9
+//! under load), graceful drain on SIGTERM, config layering and errors.
+
+use portcullis_core::jose::SigningAlgorithm;
+use portcullis_test_support::{
+    BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, client_assertion, client_key, http_client,
+    verify_with_jwks,
+};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+const ISSUER: &str = "https://iam.test.example";
+
+async fn create(http: &reqwest::Client, iam: &BinaryIam, body: Value) -> Value {
+    let r = http
+        .post(format!("http://{}/admin/clients", iam.admin))
+        .bearer_auth(TEST_ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iam.db");
+    let mut iam = BinaryIam::spawn(BIN, &db, &["--issuer", ISSUER]);
+    let http = http_client();
+    let v = create(
+        &http,
+        &iam,
+        json!({"client_id": "svc", "allowed_audiences": ["api"], "default_audiences": ["api"]}),
+    )
+    .await;
+    let c = SecretClient {
+        id: "svc".into(),
+        secret: v["client_secret"].as_str().unwrap().into(),
+    };
+    let key = client_key(SigningAlgorithm::Es256);
+    create(&http, &iam, json!({"client_id": "jwt", "jwks": {"keys": [key.public_jwk()]}, "allowed_audiences": ["api"], "default_audiences": ["api"]})).await;
+
+    // An assertion used once before the crash.
+    let token_url = format!("{}/oauth2/token", iam.base());
+    let assertion = client_assertion(
+        &key,
+        "jwt",
+        &format!("{ISSUER}/oauth2/token"),
+        "pre-crash",
+        now(),
+        120,
+    );
+    let form = [
+        ("grant_type", "client_credentials"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion.as_str()),
+    ];
+    assert_eq!(
+        http.post(&token_url)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Load: four workers issue tokens; one revokes every fifth token it gets.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (http, url, c, stop) = (http.clone(), token_url.clone(), c.clone(), stop.clone());
+        let revoke_url = format!("{}/oauth2/revoke", iam.base());
+        workers.push(tokio::spawn(async move {
+            let (mut issued, mut revoked) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(r) = http
+                    .post(&url)
+                    .header("authorization", basic(&c.id, &c.secret))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                let Ok(v) = r.json::<Value>().await else {
+                    break;
+                };
+                let t = v["access_token"].as_str().unwrap().to_owned();
+                if w == 0 && issued.len() % 5 == 0 {
+                    let ok = http
+                        .post(&revoke_url)
+                        .header("authorization", basic(&c.id, &c.secret))
+                        .form(&[("token", t.as_str())])
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    if ok {
+                        revoked.push(t.clone());
+                    }
+                }
+                issued.push(t);
+            }
+            (issued, revoked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    iam.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let (mut issued, mut revoked) = (Vec::new(), Vec::new());
+    for w in workers {
+        let (i, r) = w.await.unwrap();
+        issued.extend(i);
+        revoked.extend(r);
+    }
+    assert!(issued.len() > 50, "load ran: {} tokens", issued.len());
+    assert!(!revoked.is_empty());
+
+    let iam = BinaryIam::spawn(BIN, &db, &["--issuer", ISSUER]);
+    let jwks: Value = http
+        .get(format!("{}/.well-known/jwks.json", iam.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for t in &issued {
+        verify_with_jwks(t, &jwks, ISSUER, "api").expect("every issued token still validates");
+    }
+    let introspect = |t: String| {
+        let http = http.clone();
+        let url = format!("{}/oauth2/introspect", iam.base());
+        let auth = basic(&c.id, &c.secret);
+        async move {
+            let v: Value = http
+                .post(url)
+                .header("authorization", auth)
+                .form(&[("token", t)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["active"].as_bool().unwrap()
+        }
+    };
+    for t in &revoked {
+        assert!(
+            !introspect(t.clone()).await,
+            "every acknowledged revocation holds"
+        );
+    }
+    let live = issued.iter().find(|t| !revoked.contains(t)).unwrap();
+    assert!(introspect(live.clone()).await);
+    // The used assertion is still refused after the restart.
+    let token_url = format!("{}/oauth2/token", iam.base());
+    assert_eq!(
+        http.post(&token_url)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[test]
+fn sigterm_drains_a_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("iam.db");
+    let mut iam = BinaryIam::spawn(BIN, &db, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(async {
+        let v = create(
+            &http_client(),
+            &iam,
+            json!({"client_id": "svc", "allowed_audiences": ["api"], "default_audiences": ["api"]}),
+        )
+        .await;
+        SecretClient {
+            id: "svc".into(),
+            secret: v["client_secret"].as_str().unwrap().into(),
+        }
+    });
+
+    // Headers and half the body, then SIGTERM, then the rest.
+    let body = b"grant_type=client_credentials";
+    let mut s = TcpStream::connect(iam.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        basic(&c.id, &c.secret),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    iam.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer accepted while draining.
+    assert!(TcpStream::connect_timeout(&iam.addr, Duration::from_millis(500)).is_err());
+    s.write_all(&body[10..]).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "in-flight request completed: {resp}"
+    );
+    assert!(resp.contains("access_token"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = iam.child.try_wait().unwrap() {
+            assert!(status.success(), "clean exit: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "exits after draining");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("PORTCULLIS_MASTER_KEY")
+        .env_remove("PORTCULLIS_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_configuration_is_refused_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portcullis.toml");
+    let f = file.to_str().unwrap();
+    let mk = portcullis_test_support::TEST_MASTER_KEY;
+
+    std::fs::write(&file, "listen = \"not-an-address\"\n").unwrap();
+    let (code, _, err) = run(
+        &["iam", "serve", "--config", f],
+        &[("PORTCULLIS_MASTER_KEY", mk)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(f) && err.contains("`listen`"), "{err}");
+
+    std::fs::write(&file, "listn = \"127.0.0.1:1\"\n").unwrap();
+    let (code, _, err) = run(
+        &["iam", "serve", "--config", f],
+        &[("PORTCULLIS_MASTER_KEY", mk)],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains(f) && err.contains("unknown field"), "{err}");
+
+    std::fs::write(&file, "mode = \"production\"\n").unwrap();
+    let (code, _, err) = run(&["iam", "serve", "--config", f], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`master_key`") && err.contains("production"),
+        "{err}"
+    );
+
+    std::fs::write(&file, "signing_alg = \"HS256\"\n").unwrap();
+    let (code, _, err) = run(
+        &["iam", "serve", "--config", f],
+        &[("PORTCULLIS_MASTER_KEY", mk)],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("`signing_alg`"), "{err}");
+
+    std::fs::write(
+        &file,
+        "[[clients]]\nid = \"x\"\nsecret_env = \"PORTCULLIS_TEST_UNSET_VAR\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        &["iam", "serve", "--config", f],
+        &[("PORTCULLIS_MASTER_KEY", mk)],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("clients[0].secret_env") && err.contains("PORTCULLIS_TEST_UNSET_VAR"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn flags_override_environment_override_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &file,
+        "access_token_ttl_secs = 0\n[[clients]]\nid = \"svc\"\nsecret = \"layering-secret-0123456789abcdef0123\"\n\
+         allowed_audiences = [\"api\"]\ndefault_audiences = [\"api\"]\n",
+    )
+    .unwrap();
+    let c = SecretClient {
+        id: "svc".into(),
+        secret: "layering-secret-0123456789abcdef0123".into(),
+    };
+    let http = http_client();
+    let expires_in = |iam: BinaryIam| {
+        let (http, c) = (http.clone(), c.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{}/oauth2/token", iam.base()))
+                .header("authorization", basic(&c.id, &c.secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["expires_in"].as_u64().unwrap()
+        }
+    };
+    let f = file.to_str().unwrap();
+    // The file alone (ttl 0) is invalid; the environment fixes it; a flag beats both.
+    file_alone_is_refused(f);
+    let db = dir.path().join("a.db");
+    let env_only = BinaryIam::spawn_env(
+        BIN,
+        &db,
+        &["--config", f],
+        &[("PORTCULLIS_ACCESS_TOKEN_TTL_SECS", "120")],
+    );
+    assert_eq!(expires_in(env_only).await, 120);
+    let both = BinaryIam::spawn_env(
+        BIN,
+        &dir.path().join("b.db"),
+        &["--config", f, "--access-token-ttl-secs", "60"],
+        &[("PORTCULLIS_ACCESS_TOKEN_TTL_SECS", "120")],
+    );
+    assert_eq!(expires_in(both).await, 60);
+}
+
+fn file_alone_is_refused(config: &str) {
+    let (code, _, err) = run(
+        &["iam", "serve", "--config", config],
+        &[(
+            "PORTCULLIS_MASTER_KEY",
+            portcullis_test_support::TEST_MASTER_KEY,
+        )],
+    );
+    assert_eq!(code, 2, "file value alone is refused: {err}");
+    assert!(err.contains("access_token_ttl_secs"));
+}
