@@ -216,7 +216,7 @@ async fn housekeeping(
             tracing::error!(error = %e, "key reload failed; serving the keys loaded before");
         }
         n += 1;
-        if n % (60 / refresh).max(1) == 0 {
+        if n.is_multiple_of((60 / refresh).max(1)) {
             match store.purge_expired(clock.now()).await {
                 Ok(0) => {}
                 Ok(rows) => tracing::debug!(rows, "purged expired rows"),

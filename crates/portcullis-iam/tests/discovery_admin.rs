@@ -1,5 +1,7 @@
 //! Discovery, JWKS, health/metrics, and the admin API.
 
+#![allow(clippy::unwrap_used)]
+
 use portcullis_test_support::{SecretClient, TEST_ADMIN_TOKEN, TestIam};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,5 +1,7 @@
 //! Introspection (RFC 7662), revocation (RFC 7009) and the revocation feed.
 
+#![allow(clippy::unwrap_used)]
+
 use portcullis_test_support::{SecretClient, TestIam, basic};
 use serde_json::{Value, json};
 

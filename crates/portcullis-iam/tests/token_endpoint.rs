@@ -2,6 +2,8 @@
 //! every signing algorithm, and the bad input the issue lists, each with the
 //! exact status and RFC error code.
 
+#![allow(clippy::unwrap_used)]
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use portcullis_core::jose::SigningAlgorithm;

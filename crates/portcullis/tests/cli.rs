@@ -1,5 +1,7 @@
 //! The admin CLI and `portcullis dev`, as a user runs them.
 
+#![allow(clippy::unwrap_used)]
+
 use portcullis_test_support::{
     BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, free_port, http_client,
 };

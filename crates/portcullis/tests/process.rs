@@ -1,6 +1,8 @@
 //! The real `portcullis` binary as a child process: crash safety (kill -9
 //! under load), graceful drain on SIGTERM, config layering and errors.
 
+#![allow(clippy::unwrap_used)]
+
 use portcullis_core::jose::SigningAlgorithm;
 use portcullis_test_support::{
     BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, client_assertion, client_key, http_client,
