@@ -194,9 +194,18 @@ async fn private_key_jwt_attacks_are_refused() {
     let a = client_assertion(&key, &id, &aud, "old", now() - 600, 60);
     expect_error(post(a).await, 401, "invalid_client").await;
 
-    // Far too long-lived ("exp required and short").
-    let a = client_assertion(&key, &id, &aud, "long", now(), 86_400);
+    // "exp required and short": accepted only within 300 s of iat...
+    let a = client_assertion(&key, &id, &aud, "stale", now() - 400, 86_400);
     expect_error(post(a).await, 401, "invalid_client").await;
+    // ...or, without iat, with exp at most 300 s ahead.
+    let claims = json!({"iss": id, "sub": id, "aud": aud, "exp": now() + 86_400, "jti": "long"});
+    let a = key
+        .sign_with_header(serde_json::Map::new(), &claims)
+        .unwrap();
+    expect_error(post(a).await, 401, "invalid_client").await;
+    // A fresh assertion with a 1 h exp (authlib's default) is fine.
+    let a = client_assertion(&key, &id, &aud, "authlib-style", now(), 3600);
+    assert_eq!(post(a).await.status(), 200);
 
     // No exp at all.
     let claims = json!({"iss": id, "sub": id, "aud": aud, "jti": "noexp"});

@@ -10,7 +10,8 @@ use serde::Deserialize;
 pub struct AssertionPolicy {
     /// Accepted `aud` values: the issuer and the token endpoint URL.
     pub audiences: Vec<String>,
-    /// The longest `exp - now` accepted, in seconds.
+    /// How long an assertion is accepted, in seconds: within this of its
+    /// `iat`, or, without `iat`, with `exp` at most this far ahead.
     pub max_lifetime: u64,
     /// Clock leeway, in seconds.
     pub leeway: u64,
@@ -21,7 +22,8 @@ pub struct AssertionPolicy {
 pub struct VerifiedAssertion {
     /// The assertion's `jti`, single-use until `exp`.
     pub jti: String,
-    /// The assertion's expiry.
+    /// When the assertion stops being accepted: `exp`, or earlier when
+    /// `iat + max_lifetime` comes first. The jti must be kept until then.
     pub exp: u64,
 }
 
@@ -66,6 +68,8 @@ struct Claims {
     iss: String,
     sub: String,
     exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     nbf: Option<u64>,
     #[serde(default)]
@@ -190,17 +194,36 @@ fn check_claims(
     if c.iss != client_id || c.sub != client_id {
         return Err(AssertionError::WrongSubject);
     }
-    if now >= c.exp.saturating_add(policy.leeway) || c.exp > now.saturating_add(policy.max_lifetime)
-    {
+    if now >= c.exp.saturating_add(policy.leeway) {
         return Err(AssertionError::Expiry);
     }
+    // "exp required and short": clients differ in the lifetime they sign
+    // (openid-client 60 s, authlib 1 h), so the window that matters is the
+    // one we accept the assertion in: within max_lifetime of iat, or, with
+    // no iat, an exp no further ahead than max_lifetime.
+    let accepted_until = match c.iat {
+        Some(iat) if iat > now.saturating_add(policy.leeway) => {
+            return Err(AssertionError::NotYetValid);
+        }
+        Some(iat) if now > iat.saturating_add(policy.max_lifetime) => {
+            return Err(AssertionError::Expiry);
+        }
+        Some(iat) => c.exp.min(iat.saturating_add(policy.max_lifetime)),
+        None if c.exp > now.saturating_add(policy.max_lifetime) => {
+            return Err(AssertionError::Expiry);
+        }
+        None => c.exp,
+    };
     if c.nbf
         .is_some_and(|nbf| nbf > now.saturating_add(policy.leeway))
     {
         return Err(AssertionError::NotYetValid);
     }
     match c.jti {
-        Some(j) if !j.is_empty() && j.len() <= 256 => Ok(VerifiedAssertion { jti: j, exp: c.exp }),
+        Some(j) if !j.is_empty() && j.len() <= 256 => Ok(VerifiedAssertion {
+            jti: j,
+            exp: accepted_until.saturating_add(policy.leeway),
+        }),
         _ => Err(AssertionError::Jti),
     }
 }
@@ -266,7 +289,31 @@ mod tests {
         assert_eq!(check(good(100), 160), Err(AssertionError::Expiry));
         let mut c = good(100);
         c["exp"] = json!(100 + 3600);
-        assert_eq!(check(c, 100), Err(AssertionError::Expiry), "too long-lived");
+        c.as_object_mut().unwrap().remove("iat");
+        assert_eq!(
+            check(c, 100),
+            Err(AssertionError::Expiry),
+            "no iat and exp too far ahead"
+        );
+        let mut c = good(100);
+        c["exp"] = json!(100 + 3600);
+        assert_eq!(
+            check(c.clone(), 350).map(|v| v.exp),
+            Ok(400),
+            "1 h exp accepted fresh; jti kept until iat + max"
+        );
+        assert_eq!(
+            check(c, 401),
+            Err(AssertionError::Expiry),
+            "refused once iat is older than the window"
+        );
+        let mut c = good(100);
+        c["iat"] = json!(200);
+        assert_eq!(
+            check(c, 100),
+            Err(AssertionError::NotYetValid),
+            "iat in the future"
+        );
         let mut c = good(100);
         c.as_object_mut().unwrap().remove("exp");
         assert_eq!(

@@ -166,26 +166,27 @@ pub async fn introspect(
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    let body = match active_claims(&s, token).await? {
-        None => json!({ "active": false }),
-        Some(c) => json!({
-            "active": true,
-            "token_type": "Bearer",
-            "scope": c.scope,
-            "client_id": c.client_id,
-            "sub": c.sub,
-            "aud": c.aud,
-            "iss": c.iss,
-            "exp": c.exp,
-            "iat": c.iat,
-            "nbf": c.nbf,
-            "jti": c.jti,
-        }),
-    };
-    let active = if body["active"] == true {
-        "true"
-    } else {
-        "false"
+    let (body, active) = match active_claims(&s, token).await? {
+        None => (json!({ "active": false }), "false"),
+        Some(c) => {
+            let mut body = json!({
+                "active": true,
+                "token_type": "Bearer",
+                "client_id": c.client_id,
+                "sub": c.sub,
+                "aud": c.aud,
+                "iss": c.iss,
+                "exp": c.exp,
+                "iat": c.iat,
+                "nbf": c.nbf,
+                "jti": c.jti,
+            });
+            // RFC 7662 §2.2: `scope` is a string when present; absent, never null.
+            if let (Some(scope), Some(obj)) = (c.scope, body.as_object_mut()) {
+                obj.insert("scope".into(), scope.into());
+            }
+            (body, "true")
+        }
     };
     metrics::counter!(names::INTROSPECTIONS, "active" => active).increment(1);
     Ok(no_store(Json(body).into_response()))
