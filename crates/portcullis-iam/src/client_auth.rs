@@ -57,6 +57,12 @@ pub struct Authenticated {
 
 const FAILED: &str = "client authentication failed";
 
+/// An unknown `kid` refetches a client's `jwks_uri` at most this often.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The largest client JWK Set we read.
+const JWKS_MAX_BYTES: usize = 256 * 1024;
+
 struct CachedJwks {
     set: Arc<JwkSet>,
     fetched: Instant,
@@ -207,7 +213,7 @@ impl ClientAuthenticator {
                     Err(AssertionError::UnknownKey)
                         if matches!(client.credential, Credential::JwksUri(_)) =>
                     {
-                        // The client may have rotated: refetch, at most every 10 s.
+                        // The client may have rotated: refetch, at most every JWKS_REFETCH_INTERVAL.
                         let Credential::JwksUri(u) = &client.credential else {
                             unreachable!()
                         };
@@ -250,7 +256,7 @@ impl ClientAuthenticator {
     async fn fetch_jwks(&self, url: &url::Url, refresh: bool) -> Result<Arc<JwkSet>, ApiError> {
         let key = url.to_string();
         if let Some(c) = self.jwks_cache.get(&key).await
-            && (!refresh || c.fetched.elapsed() < Duration::from_secs(10))
+            && (!refresh || c.fetched.elapsed() < JWKS_REFETCH_INTERVAL)
         {
             return Ok(c.set.clone());
         }
@@ -258,7 +264,7 @@ impl ClientAuthenticator {
             tracing::warn!(jwks_uri = %url, reason = why, "client jwks_uri fetch failed");
             invalid_client("the client's jwks_uri could not be fetched")
         };
-        let resp = self
+        let mut resp = self
             .http
             .get(url.clone())
             .send()
@@ -267,9 +273,13 @@ impl ClientAuthenticator {
         if !resp.status().is_success() {
             return Err(fail("non-success status"));
         }
-        let body = resp.bytes().await.map_err(|_| fail("body read failed"))?;
-        if body.len() > 256 * 1024 {
-            return Err(fail("too large"));
+        // Read at most JWKS_MAX_BYTES, whatever the server claims.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|_| fail("body read failed"))? {
+            if body.len() + chunk.len() > JWKS_MAX_BYTES {
+                return Err(fail("too large"));
+            }
+            body.extend_from_slice(&chunk);
         }
         let set: JwkSet = serde_json::from_slice(&body).map_err(|_| fail("not a JWK Set"))?;
         let set = Arc::new(set);

@@ -588,3 +588,130 @@ async fn client_lifetime_override_is_capped() {
         .await;
     assert_eq!(r.status(), 400, "override above the maximum is refused");
 }
+
+/// A client's JWKS served over real HTTP, counting fetches.
+struct JwksServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn jwks_server() -> JwksServer {
+    use axum::routing::get;
+    use std::sync::atomic::Ordering;
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": []})));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (k, f) = (keys.clone(), fetches.clone());
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            get(move || {
+                let (k, f) = (k.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(k.lock().unwrap().clone())
+                }
+            }),
+        )
+        .route("/huge", get(|| async { "x".repeat(1024 * 1024) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    JwksServer { url, keys, fetches }
+}
+
+#[tokio::test]
+async fn private_key_jwt_with_a_jwks_uri_follows_client_key_rotation() {
+    use std::sync::atomic::Ordering;
+    let iam = TestIam::start().await;
+    let srv = jwks_server().await;
+    let k1 = client_key(SigningAlgorithm::Es256);
+    *srv.keys.lock().unwrap() = json!({"keys": [k1.public_jwk()]});
+    iam.create_client(json!({
+        "client_id": "remote",
+        "jwks_uri": format!("{}/jwks", srv.url),
+        "allowed_audiences": ["api-1"],
+        "default_audiences": ["api-1"],
+    }))
+    .await;
+    let aud = iam.token_url();
+    let post = |a: String| {
+        let iam = &iam;
+        async move {
+            iam.http
+                .post(iam.token_url())
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", &a),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post(client_assertion(&k1, "remote", &aud, "r1", now(), 60)).await,
+        200
+    );
+    assert_eq!(
+        post(client_assertion(&k1, "remote", &aud, "r2", now(), 60)).await,
+        200
+    );
+    assert_eq!(srv.fetches.load(Ordering::SeqCst), 1, "cached");
+
+    // The client rotates to k2. Within the refetch interval of the last
+    // fetch an unknown kid is refused without a fetch; after it, one refetch
+    // picks up the new key.
+    let k2 = client_key(SigningAlgorithm::Es256);
+    *srv.keys.lock().unwrap() = json!({"keys": [k2.public_jwk()]});
+    assert_eq!(
+        post(client_assertion(&k2, "remote", &aud, "r3", now(), 60)).await,
+        401
+    );
+    assert_eq!(srv.fetches.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        post(client_assertion(&k2, "remote", &aud, "r4", now(), 60)).await,
+        200
+    );
+    assert_eq!(srv.fetches.load(Ordering::SeqCst), 2);
+
+    // A stranger's kid does not make us hammer the client's server.
+    let stranger = client_key(SigningAlgorithm::Es256);
+    for n in 0..5 {
+        let a = client_assertion(&stranger, "remote", &aud, &format!("s{n}"), now(), 60);
+        assert_eq!(post(a).await, 401);
+    }
+    assert_eq!(
+        srv.fetches.load(Ordering::SeqCst),
+        2,
+        "refetch is rate-limited"
+    );
+
+    // An oversized JWKS response is refused, not buffered.
+    iam.create_client(json!({
+        "client_id": "huge",
+        "jwks_uri": format!("{}/huge", srv.url),
+        "allowed_audiences": ["api-1"],
+        "default_audiences": ["api-1"],
+    }))
+    .await;
+    let k = client_key(SigningAlgorithm::Es256);
+    assert_eq!(
+        post(client_assertion(&k, "huge", &aud, "h1", now(), 60)).await,
+        401
+    );
+
+    // jwks_uri must be https unless it is loopback (production mode).
+    let r = iam
+        .admin_call(
+            reqwest::Method::POST,
+            "/admin/clients",
+            Some(json!({"jwks_uri": "http://keys.example.com/jwks"})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}

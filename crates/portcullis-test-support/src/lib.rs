@@ -338,11 +338,28 @@ impl BinaryIam {
 
     /// Like [`BinaryIam::spawn`], with extra environment variables.
     pub fn spawn_env(bin: &str, db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_logged(bin, db, extra, env, None)
+    }
+
+    /// Like [`BinaryIam::spawn_env`], writing the server's stdout (its log)
+    /// to `log` when given. Pass `--log …` in `extra` for the level.
+    pub fn spawn_logged(
+        bin: &str,
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let (p, a) = (free_port(), free_port());
         let addr: SocketAddr = format!("127.0.0.1:{p}").parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{a}").parse().expect("addr");
+        let level = if log.is_some() { "debug" } else { "warn" };
+        let stdout = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => Stdio::null(),
+        };
         let child = Command::new(bin)
-            .args(["--log", "warn", "iam", "serve"])
+            .args(["--log", level, "iam", "serve"])
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -354,7 +371,7 @@ impl BinaryIam {
             .env("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)
             .env("PORTCULLIS_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn portcullis");

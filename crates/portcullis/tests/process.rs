@@ -373,3 +373,97 @@ fn file_alone_is_refused(config: &str) {
     assert_eq!(code, 2, "file value alone is refused: {err}");
     assert!(err.contains("access_token_ttl_secs"));
 }
+
+#[tokio::test]
+async fn logs_carry_audit_events_and_never_a_secret_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut iam = BinaryIam::spawn_logged(BIN, &dir.path().join("iam.db"), &[], &[], Some(&log));
+    let http = http_client();
+    let v = create(
+        &http,
+        &iam,
+        json!({"client_id": "svc", "allowed_audiences": ["api"], "default_audiences": ["api"]}),
+    )
+    .await;
+    let c = SecretClient {
+        id: "svc".into(),
+        secret: v["client_secret"].as_str().unwrap().into(),
+    };
+    let token_url = format!("{}/oauth2/token", iam.base());
+    let t: Value = http
+        .post(&token_url)
+        .header("authorization", basic(&c.id, &c.secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    // Failures that carry secrets: wrong secret, secret in the body, a bad assertion.
+    let wrong = "pcs_this-wrong-secret-must-not-be-logged";
+    http.post(&token_url)
+        .header("authorization", basic("svc", wrong))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    http.post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "svc"),
+            ("client_secret", wrong),
+        ])
+        .send()
+        .await
+        .unwrap();
+    for path in ["/oauth2/introspect", "/oauth2/revoke"] {
+        http.post(format!("{}{path}", iam.base()))
+            .header("authorization", basic(&c.id, &c.secret))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+    }
+    http.post(format!("http://{}/admin/clients", iam.admin))
+        .bearer_auth("wrong-admin-token-must-not-be-logged")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    iam.sigterm();
+    let _ = iam.child.wait();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    for secret in [
+        c.secret.as_str(),
+        wrong,
+        token.as_str(),
+        TEST_ADMIN_TOKEN,
+        "wrong-admin-token-must-not-be-logged",
+    ] {
+        assert!(!text.contains(secret), "a secret or token reached the log");
+    }
+    // The signature part alone must not appear either.
+    assert!(!text.contains(token.rsplit('.').next().unwrap()));
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let audit = |name: &str| events.iter().filter(|e| e["event"] == name).count();
+    assert_eq!(audit("token_issued"), 1, "{text}");
+    assert_eq!(audit("client_auth_failed"), 2);
+    assert_eq!(audit("token_refused"), 2);
+    assert_eq!(audit("token_revoked"), 1);
+    assert_eq!(audit("client_changed"), 1);
+    assert_eq!(audit("admin_auth_failed"), 1);
+    let issued = events
+        .iter()
+        .find(|e| e["event"] == "token_issued")
+        .unwrap();
+    assert_eq!(issued["client_id"], "svc");
+    assert_eq!(issued["target"], "portcullis::audit");
+    assert!(issued["jti"].as_str().is_some_and(|j| !j.is_empty()));
+}
