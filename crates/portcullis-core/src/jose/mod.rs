@@ -9,12 +9,14 @@
 mod assertion;
 mod claims;
 mod keys;
+pub mod validate;
 mod verify;
 
 pub use assertion::{AssertionError, AssertionPolicy, VerifiedAssertion, verify_client_assertion};
 pub use claims::{AccessTokenClaims, Audiences};
 pub use keys::{KeyError, SigningAlgorithm, SigningKey};
-pub use verify::{TokenVerifier, VerifyError};
+pub use validate::{Policy, TokenClaims, ValidationError, VerifyKey};
+pub use verify::TokenVerifier;
 
 /// The `typ` header of JWT access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_core::jose::{AccessTokenClaims, Audiences};
+use portcullis_core::jose::{AccessTokenClaims, Audiences, TokenClaims};
 use portcullis_core::oauth::{ErrorCode, OAuthError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -132,10 +132,7 @@ async fn issue(
 
 /// Verifies one of our tokens and checks it is neither revoked nor held by a
 /// disabled or deleted client.
-async fn active_claims(
-    s: &SharedState,
-    token: &str,
-) -> Result<Option<AccessTokenClaims>, ApiError> {
+async fn active_claims(s: &SharedState, token: &str) -> Result<Option<TokenClaims>, ApiError> {
     let now = s.clock.now();
     let Ok(claims) = s.keys.snapshot().verifier().verify(token, now) else {
         return Ok(None);

@@ -1,0 +1,251 @@
+//! Access-token validation for resource servers: strict rules from
+//! `portcullis-core`, keys from the issuer's JWKS, revocations from the
+//! issuer's feed, and a bounded cache of already-validated tokens.
+
+use crate::jwks::{JwksCache, JwksConfig, KeyError};
+use crate::principal::Principal;
+use crate::revocation::RevocationList;
+use jsonwebtoken::Algorithm;
+use portcullis_core::jose::validate::{Policy, ValidationError, inspect, verify};
+use portcullis_core::{Clock, SystemClock};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of a [`Validator`]. Secure by default: ES256 only, `typ` must
+/// be `at+jwt`, `iss` exact, `aud` must name this service, 30 s leeway,
+/// tokens over 8 KiB refused.
+#[derive(Debug, Clone)]
+pub struct ValidatorConfig {
+    /// The issuer URL, exactly as in tokens.
+    pub issuer: String,
+    /// This service's identifier; `aud` must contain it.
+    pub audience: String,
+    /// Accepted algorithms (keys with other algorithms are ignored).
+    pub algorithms: Vec<Algorithm>,
+    /// Clock leeway for `exp`, `nbf`, `iat`.
+    pub leeway: Duration,
+    /// Largest accepted token.
+    pub max_token_bytes: usize,
+    /// JWKS client settings (issuer and algorithms are copied from here).
+    pub jwks: JwksConfig,
+    /// Revocation feed URL; `None` = `{issuer}/oauth2/revocations`.
+    pub revocations_url: Option<String>,
+    /// Follow the revocation feed at all.
+    pub follow_revocations: bool,
+    /// How often the revocation feed is polled: the bound on how long a
+    /// revoked token is still accepted.
+    pub revocation_poll: Duration,
+    /// Entries in the validated-token cache (0 disables it).
+    pub cache_capacity: u64,
+}
+
+impl ValidatorConfig {
+    /// Defaults for `issuer` and this service's `audience`.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        Self {
+            jwks: JwksConfig::new(issuer.clone()),
+            issuer,
+            audience: audience.into(),
+            algorithms: vec![Algorithm::ES256],
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 8 * 1024,
+            revocations_url: None,
+            follow_revocations: true,
+            revocation_poll: Duration::from_secs(5),
+            cache_capacity: 10_000,
+        }
+    }
+
+    /// Accepts these algorithms instead of ES256 only.
+    pub fn algorithms(mut self, algs: &[Algorithm]) -> Self {
+        self.algorithms = algs.to_vec();
+        self
+    }
+
+    /// Turns off the revocation feed. Revoked tokens then stay valid until
+    /// they expire.
+    pub fn dangerous_ignore_revocations(mut self) -> Self {
+        self.follow_revocations = false;
+        self
+    }
+}
+
+/// Why a request's token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The token is invalid (the caller's fault): 401 `invalid_token`.
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    /// The token was revoked: 401 `invalid_token`.
+    #[error("token has been revoked")]
+    Revoked,
+    /// The issuer's keys could not be obtained (our fault): 503, never allow.
+    #[error("token issuer unavailable")]
+    Unavailable(String),
+}
+
+/// Validates access tokens for one issuer and audience.
+pub struct Validator {
+    policy: Policy,
+    jwks: Arc<JwksCache>,
+    revocations: Arc<RevocationList>,
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<Principal>>>,
+    clock: Arc<dyn Clock>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("issuer", &self.policy.issuer)
+            .field("audience", &self.policy.audience)
+            .finish()
+    }
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        p: &Arc<Principal>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            p.expires_at.saturating_sub(SystemClock.now()),
+        ))
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl Validator {
+    /// Builds a validator without I/O; keys are fetched on first use.
+    pub fn new(cfg: ValidatorConfig) -> Self {
+        Self::with_clock(cfg, Arc::new(SystemClock))
+    }
+
+    /// Builds a validator with an injected clock (tests).
+    pub fn with_clock(mut cfg: ValidatorConfig, clock: Arc<dyn Clock>) -> Self {
+        cfg.jwks.issuer = cfg.issuer.clone();
+        cfg.jwks.algorithms = cfg.algorithms.clone();
+        let revocations_url = cfg.follow_revocations.then(|| {
+            cfg.revocations_url
+                .clone()
+                .unwrap_or_else(|| format!("{}/oauth2/revocations", cfg.issuer))
+        });
+        let cache = (cfg.cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .expire_after(UntilExp)
+                .build()
+        });
+        Self {
+            policy: Policy {
+                issuer: cfg.issuer,
+                audience: Some(cfg.audience),
+                algorithms: cfg.algorithms,
+                leeway: cfg.leeway.as_secs(),
+                max_token_bytes: cfg.max_token_bytes,
+            },
+            jwks: Arc::new(JwksCache::new(cfg.jwks)),
+            revocations: Arc::new(RevocationList::new(revocations_url, cfg.revocation_poll)),
+            cache,
+            clock,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Builds a validator, fetches keys and revocations once (a failure is
+    /// logged and retried in the background, not fatal) and starts the
+    /// background refresh of both.
+    pub async fn start(cfg: ValidatorConfig) -> Arc<Self> {
+        let mut v = Self::new(cfg);
+        if let Err(e) = v.jwks.refresh().await {
+            tracing::error!(issuer = %v.policy.issuer, error = %e, "cannot fetch the issuer's keys yet; requests get 503 until it answers");
+        }
+        if let Err(e) = v.revocations.poll(v.clock.now()).await {
+            tracing::warn!(error = %e, "cannot fetch the revocation feed yet; retrying");
+        }
+        v.tasks.push(v.jwks.spawn_refresher());
+        v.tasks.push(v.revocations.spawn_follower(v.clock.clone()));
+        Arc::new(v)
+    }
+
+    /// The JWKS cache (for metrics and tests).
+    pub fn jwks(&self) -> &Arc<JwksCache> {
+        &self.jwks
+    }
+
+    /// The revocation view (for tests and health checks).
+    pub fn revocations(&self) -> &Arc<RevocationList> {
+        &self.revocations
+    }
+
+    /// Validates a bearer token and returns its principal.
+    pub async fn validate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let now = self.clock.now();
+        let key = self.cache.as_ref().map(|_| digest(token));
+        if let (Some(cache), Some(k)) = (&self.cache, &key)
+            && let Some(p) = cache.get(k)
+        {
+            if self
+                .revocations
+                .is_revoked(&p.token_id, &p.client_id, p.issued_at)
+            {
+                cache.invalidate(k);
+                return Err(AuthError::Revoked);
+            }
+            if now < p.expires_at.saturating_add(self.policy.leeway) {
+                metrics::counter!("portcullis_token_cache_total", "result" => "hit").increment(1);
+                return Ok(p);
+            }
+            cache.invalidate(k);
+        }
+        let result = self.validate_uncached(token, now).await;
+        let outcome = match &result {
+            Ok(_) => "valid",
+            Err(AuthError::Invalid(_)) => "invalid",
+            Err(AuthError::Revoked) => "revoked",
+            Err(AuthError::Unavailable(_)) => "unavailable",
+        };
+        metrics::counter!("portcullis_token_validations_total", "result" => outcome).increment(1);
+        let p = result?;
+        if let (Some(cache), Some(k)) = (&self.cache, key) {
+            cache.insert(k, p.clone());
+        }
+        Ok(p)
+    }
+
+    async fn validate_uncached(&self, token: &str, now: u64) -> Result<Arc<Principal>, AuthError> {
+        let inspected = inspect(token, &self.policy)?;
+        let key = self.jwks.key(&inspected.kid).await.map_err(|e| match e {
+            KeyError::Unknown => AuthError::Invalid(ValidationError::UnknownKey),
+            KeyError::Unavailable(why) => AuthError::Unavailable(why),
+        })?;
+        let claims = verify(token, &inspected, &key, &self.policy, now)?;
+        if self
+            .revocations
+            .is_revoked(&claims.jti, &claims.client_id, claims.iat)
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok(Arc::new(Principal::from(claims)))
+    }
+}
