@@ -3,6 +3,9 @@
 //! clock, run the real `portcullis` binary as a child process, and make the
 //! credentials tests need.
 
+mod fake_issuer;
+pub use fake_issuer::{FakeIssuer, FakeState};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use portcullis_core::jose::{SigningAlgorithm, SigningKey};
