@@ -79,6 +79,14 @@ pub enum KeyError {
 #[error("{0}")]
 pub struct FetchError(pub String);
 
+#[derive(Default)]
+struct FetchState {
+    /// The last refetch an unknown kid triggered (the rate-limited kind).
+    last_unknown_refetch: Option<Instant>,
+    /// Why the last fetch failed, if it did.
+    last_error: Option<String>,
+}
+
 struct KeySet {
     keys: HashMap<String, Arc<VerifyKey>>,
     fetched_at: Instant,
@@ -91,8 +99,8 @@ pub struct JwksCache {
     http: reqwest::Client,
     jwks_uri: tokio::sync::OnceCell<String>,
     keys: ArcSwapOption<KeySet>,
-    /// Single flight: held while fetching; records the last attempt.
-    fetch_lock: tokio::sync::Mutex<Option<Instant>>,
+    /// Single flight: held while fetching.
+    fetch_lock: tokio::sync::Mutex<FetchState>,
     negative: moka::sync::Cache<String, ()>,
 }
 
@@ -135,7 +143,7 @@ impl JwksCache {
             http,
             jwks_uri,
             keys: ArcSwapOption::empty(),
-            fetch_lock: tokio::sync::Mutex::new(None),
+            fetch_lock: tokio::sync::Mutex::new(FetchState::default()),
             negative,
         }
     }
@@ -166,7 +174,7 @@ impl JwksCache {
             return Err(KeyError::Unknown);
         }
         // Single flight: one task fetches, the others wait and re-check.
-        let mut last = self.fetch_lock.lock().await;
+        let mut state = self.fetch_lock.lock().await;
         if let Some(k) = self
             .keys
             .load()
@@ -177,21 +185,25 @@ impl JwksCache {
                 .increment(1);
             return Ok(k);
         }
-        let recent = last.is_some_and(|t| t.elapsed() < self.cfg.unknown_kid_interval);
+        let recent = state
+            .last_unknown_refetch
+            .is_some_and(|t| t.elapsed() < self.cfg.unknown_kid_interval);
         let held = self.keys.load().is_some();
         if recent && held {
             self.negative.insert(kid.to_owned(), ());
             metrics::counter!("portcullis_jwks_lookups_total", "result" => "unknown").increment(1);
             return Err(KeyError::Unknown);
         }
-        if recent && !held {
-            return Err(KeyError::Unavailable(
-                "issuer keys could not be fetched; retrying".into(),
-            ));
+        if recent {
+            let why = state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "no keys fetched yet".into());
+            return Err(KeyError::Unavailable(why));
         }
-        *last = Some(Instant::now());
+        state.last_unknown_refetch = Some(Instant::now());
         metrics::counter!("portcullis_jwks_lookups_total", "result" => "refetch").increment(1);
-        match self.fetch().await {
+        match self.fetch(&mut state).await {
             Ok(()) => {}
             Err(e) if self.keys.load().is_some() => {
                 // Issuer down: keep serving what we hold; this kid is unknown to it.
@@ -215,9 +227,8 @@ impl JwksCache {
 
     /// Fetches the JWKS now (discovering `jwks_uri` first if needed).
     pub async fn refresh(&self) -> Result<(), FetchError> {
-        let mut last = self.fetch_lock.lock().await;
-        *last = Some(Instant::now());
-        self.fetch().await
+        let mut state = self.fetch_lock.lock().await;
+        self.fetch(&mut state).await
     }
 
     async fn get_json(&self, url: &str) -> Result<(Value, Option<Duration>), FetchError> {
@@ -268,8 +279,8 @@ impl JwksCache {
         Err(last_err)
     }
 
-    /// Fetches and swaps in the key set. Caller holds `fetch_lock`.
-    async fn fetch(&self) -> Result<(), FetchError> {
+    /// Fetches and swaps in the key set, under the single-flight lock.
+    async fn fetch(&self, state: &mut FetchState) -> Result<(), FetchError> {
         let result = async {
             let uri = self
                 .jwks_uri
@@ -308,11 +319,13 @@ impl JwksCache {
                 // New keys may be the ones previously unknown.
                 self.negative.invalidate_all();
                 self.keys.store(Some(Arc::new(set)));
+                state.last_error = None;
                 Ok(())
             }
             Err(e) => {
                 metrics::counter!("portcullis_jwks_fetches_total", "result" => "error")
                     .increment(1);
+                state.last_error = Some(e.0.clone());
                 Err(e)
             }
         }

@@ -428,3 +428,12 @@ impl Drop for BinaryIam {
         self.kill9();
     }
 }
+
+/// The `kid` in a JWT's header.
+pub fn token_kid(token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD.decode(header).unwrap_or_default();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    v["kid"].as_str().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,154 @@
+//! Faults and the real IAM server: issuer down at start and later, key
+//! rotation without failures, one fetch for many concurrent unknown kids,
+//! revocation through the IAM server's own endpoint.
+
+#![allow(clippy::unwrap_used)]
+
+use portcullis_service::{AuthError, Validator, ValidatorConfig};
+use portcullis_test_support::{FakeIssuer, ManualClock, TestIam, basic};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[tokio::test]
+async fn issuer_down_at_start_is_a_clear_error_then_recovers() {
+    let iss = FakeIssuer::start().await;
+    iss.state.down.store(true, Ordering::SeqCst);
+    let mut cfg = ValidatorConfig::new(&iss.issuer, "api");
+    cfg.jwks.unknown_kid_interval = Duration::from_millis(300);
+    cfg.jwks.min_refresh = Duration::from_millis(300);
+    let v = Validator::start(cfg).await;
+    let t = iss.sign(&iss.claims("api"));
+    match v.validate(&t).await {
+        Err(AuthError::Unavailable(why)) => {
+            assert!(why.contains("503") || why.contains("status"), "{why}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    iss.state.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(v.validate(&t).await.is_ok(), "recovered without a restart");
+}
+
+#[tokio::test]
+async fn issuer_down_later_keeps_cached_keys_working() {
+    let iss = FakeIssuer::start().await;
+    let mut cfg = ValidatorConfig::new(&iss.issuer, "api");
+    cfg.cache_capacity = 0; // verify the signature every time
+    cfg.jwks.min_refresh = Duration::from_millis(200);
+    iss.state.max_age.store(0, Ordering::SeqCst);
+    let v = Validator::start(cfg).await;
+    assert!(v.validate(&iss.sign(&iss.claims("api"))).await.is_ok());
+    iss.state.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..5 {
+        let mut c = iss.claims("api");
+        c["jti"] = json!(format!("j-{}", rand_u32()));
+        assert!(
+            v.validate(&iss.sign(&c)).await.is_ok(),
+            "stale keys are served while the issuer is down"
+        );
+    }
+    assert!(
+        iss.state.jwks_fetches.load(Ordering::SeqCst) > 1,
+        "refresh kept trying"
+    );
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_with_one_unknown_kid_fetch_once() {
+    let iss = FakeIssuer::start().await;
+    let v = Validator::start(ValidatorConfig::new(&iss.issuer, "api")).await;
+    let before = iss.state.jwks_fetches.load(Ordering::SeqCst);
+    let stranger =
+        portcullis_core::jose::SigningKey::generate(portcullis_core::jose::SigningAlgorithm::Es256)
+            .unwrap();
+    let token = Arc::new(stranger.sign_access_token(&iss.claims("api")).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (v, t) = (v.clone(), token.clone());
+            tokio::spawn(async move { v.validate(&t).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Err(AuthError::Invalid(_))));
+    }
+    assert_eq!(
+        iss.state.jwks_fetches.load(Ordering::SeqCst) - before,
+        1,
+        "exactly one JWKS fetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_at_the_iam_server_causes_no_failures() {
+    let clock = ManualClock::now_real();
+    let iam = TestIam::start_full(
+        |c| {
+            c.key_publish_delay_secs = Some(3);
+            c.jwks_max_age_secs = Some(1);
+            c.key_refresh_secs = Some(1);
+        },
+        clock.clone(),
+    )
+    .await;
+    let c = iam.secret_client("svc").await;
+    let mut cfg = ValidatorConfig::new(&iam.issuer, "api-1");
+    cfg.jwks.min_refresh = Duration::from_millis(500);
+    cfg.jwks.max_refresh = Duration::from_secs(1);
+    cfg.cache_capacity = 0;
+    let v = Validator::start(cfg).await;
+
+    let mut kids = std::collections::BTreeSet::new();
+    let r = iam
+        .admin_call(reqwest::Method::POST, "/admin/keys/rotate", None)
+        .await;
+    assert_eq!(r.status(), 201);
+    // Keep validating fresh tokens while the new key is published, becomes
+    // the signer (the IAM clock jumps past the delay), and the old one retires.
+    for step in 0..30 {
+        if step == 15 {
+            clock.advance(4);
+        }
+        let t = iam.access_token(&c).await;
+        let kid = portcullis_test_support::token_kid(&t);
+        kids.insert(kid);
+        let r = v.validate(&t).await;
+        assert!(r.is_ok(), "step {step}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kids.len(), 2, "tokens of both keys were validated");
+}
+
+#[tokio::test]
+async fn a_token_revoked_at_the_iam_server_is_refused_within_the_poll_interval() {
+    let iam = TestIam::start().await;
+    let c = iam.secret_client("svc").await;
+    let mut cfg = ValidatorConfig::new(&iam.issuer, "api-1");
+    cfg.revocation_poll = Duration::from_millis(300);
+    let v = Validator::start(cfg).await;
+    let t = iam.access_token(&c).await;
+    let p = v.validate(&t).await.unwrap();
+    assert_eq!((p.subject.as_str(), p.client_id.as_str()), ("svc", "svc"));
+    assert_eq!(p.scopes, ["read"]);
+    let r = iam
+        .http
+        .post(iam.url("/oauth2/revoke"))
+        .header("authorization", basic(&c.id, &c.secret))
+        .form(&[("token", t.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(v.validate(&t).await.unwrap_err(), AuthError::Revoked);
+    let other = iam.access_token(&c).await;
+    assert!(v.validate(&other).await.is_ok(), "only the revoked token");
+}
