@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Audiences {
     /// A single audience, serialized as a string.
@@ -36,6 +36,34 @@ impl Audiences {
             Self::One(a) => vec![a.clone()],
             Self::Many(v) => v.clone(),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audiences {
+    /// A string or an array of strings; anything else is an error. (Written
+    /// out rather than `untagged`, which buffers the value first.)
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Audiences;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Audiences, E> {
+                Ok(Audiences::One(s.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audiences, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(Audiences::Many(v))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

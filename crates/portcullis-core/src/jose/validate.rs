@@ -16,12 +16,13 @@
 //! are never used as key sources.
 
 use super::{ACCESS_TOKEN_TYP, Audiences};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use jsonwebtoken::{Algorithm, DecodingKey, decode_header};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 use std::fmt;
 
 /// The largest `kid` we look up.
@@ -290,54 +291,78 @@ pub struct TokenClaims {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
+/// Registered claims parsed in one pass: typed as RFC 9068 requires, the
+/// rest collected into `extra`, and any repeated member name refused
+/// (RFC 7519 §4: duplicate claim names are rejected, never last-wins).
 struct WireClaims {
     iss: String,
     sub: String,
     aud: Audiences,
     exp: u64,
     iat: u64,
-    #[serde(default)]
     nbf: Option<u64>,
     jti: String,
     client_id: String,
-    #[serde(default)]
     scope: Option<String>,
-    #[serde(flatten)]
     extra: Map<String, Value>,
 }
 
-/// The payload, kept raw so it can be checked for duplicate names and then
-/// parsed strictly. Deserialized by `jsonwebtoken` after the signature check.
-struct RawPayload(Box<serde_json::value::RawValue>);
+/// Why claims did not parse: a duplicate name, or anything else.
+const DUPLICATE: &str = "duplicate claim";
 
-impl<'de> Deserialize<'de> for RawPayload {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<serde_json::value::RawValue>::deserialize(d).map(RawPayload)
-    }
-}
-
-/// Fails on a repeated top-level member name (RFC 7519 §4: a JWT with
-/// duplicate claim names is rejected, not resolved last-wins).
-struct UniqueKeys;
-
-impl<'de> Deserialize<'de> for UniqueKeys {
+impl<'de> Deserialize<'de> for WireClaims {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = UniqueKeys;
+            type Value = WireClaims;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a JWT claims object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<UniqueKeys, A::Error> {
-                let mut seen = HashSet::new();
-                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if !seen.insert(k.into_owned()) {
-                        return Err(de::Error::custom("duplicate claim"));
-                    }
-                    m.next_value::<IgnoredAny>()?;
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<WireClaims, A::Error> {
+                let (mut iss, mut sub, mut aud, mut exp, mut iat) = (None, None, None, None, None);
+                let (mut nbf, mut jti, mut client_id, mut scope) = (None, None, None, None);
+                let mut extra = Map::new();
+                macro_rules! once {
+                    ($slot:ident) => {{
+                        if $slot.is_some() {
+                            return Err(de::Error::custom(DUPLICATE));
+                        }
+                        $slot = Some(m.next_value()?);
+                    }};
                 }
-                Ok(UniqueKeys)
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "iss" => once!(iss),
+                        "sub" => once!(sub),
+                        "aud" => once!(aud),
+                        "exp" => once!(exp),
+                        "iat" => once!(iat),
+                        "nbf" => once!(nbf),
+                        "jti" => once!(jti),
+                        "client_id" => once!(client_id),
+                        "scope" => once!(scope),
+                        other => {
+                            if extra.contains_key(other) {
+                                return Err(de::Error::custom(DUPLICATE));
+                            }
+                            let v: Value = m.next_value()?;
+                            extra.insert(other.to_owned(), v);
+                        }
+                    }
+                }
+                let req = |name| de::Error::missing_field(name);
+                Ok(WireClaims {
+                    iss: iss.ok_or_else(|| req("iss"))?,
+                    sub: sub.ok_or_else(|| req("sub"))?,
+                    aud: aud.ok_or_else(|| req("aud"))?,
+                    exp: exp.ok_or_else(|| req("exp"))?,
+                    iat: iat.ok_or_else(|| req("iat"))?,
+                    nbf,
+                    jti: jti.ok_or_else(|| req("jti"))?,
+                    client_id: client_id.ok_or_else(|| req("client_id"))?,
+                    scope,
+                    extra,
+                })
             }
         }
         d.deserialize_map(V)
@@ -355,23 +380,27 @@ pub fn verify(
     if inspected.alg != key.alg {
         return Err(ValidationError::AlgorithmMismatch);
     }
-    let mut v = Validation::new(key.alg);
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    let raw = decode::<RawPayload>(token, &key.key, &v).map_err(|e| {
-        use jsonwebtoken::errors::ErrorKind as K;
-        match e.kind() {
-            K::InvalidSignature => ValidationError::BadSignature,
-            K::InvalidAlgorithm => ValidationError::AlgorithmMismatch,
-            K::Json(_) => ValidationError::InvalidClaims,
-            _ => ValidationError::Malformed,
+    // Exactly three segments; the signing input is the first two.
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ValidationError::Malformed);
+    };
+    let message = &token[..h.len() + 1 + p.len()];
+    match jsonwebtoken::crypto::verify(sig, message.as_bytes(), &key.key, key.alg) {
+        Ok(true) => {}
+        Ok(false) => return Err(ValidationError::BadSignature),
+        Err(_) => return Err(ValidationError::Malformed),
+    }
+    let payload = B64.decode(p).map_err(|_| ValidationError::Malformed)?;
+    let c: WireClaims = serde_json::from_slice(&payload).map_err(|e| {
+        if e.to_string().starts_with(DUPLICATE) {
+            ValidationError::DuplicateClaim
+        } else {
+            ValidationError::InvalidClaims
         }
     })?;
-    let text = raw.claims.0.get();
-    let c: WireClaims = serde_json::from_str(text).map_err(|_| ValidationError::InvalidClaims)?;
-    serde_json::from_str::<UniqueKeys>(text).map_err(|_| ValidationError::DuplicateClaim)?;
     if c.iss != policy.issuer {
         return Err(ValidationError::WrongIssuer);
     }
