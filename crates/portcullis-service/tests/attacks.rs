@@ -9,7 +9,9 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use portcullis_core::jose::SigningAlgorithm;
-use portcullis_service::{Authenticated, BearerAuth, RequireScopes, Validator, ValidatorConfig};
+use portcullis_service::{
+    Authenticated, BearerAuth, RequireRoles, RequireScopes, Validator, ValidatorConfig,
+};
 use portcullis_test_support::FakeIssuer;
 use serde_json::{Value, json};
 use std::sync::Arc;
