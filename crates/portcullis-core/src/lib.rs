@@ -23,6 +23,8 @@ pub mod ids;
 pub mod jose;
 pub mod oauth;
 pub mod secret;
+#[cfg(feature = "prometheus")]
+pub mod telemetry;
 
 pub use clock::{Clock, SystemClock, UnixTime};
 pub use ids::{Audience, ClientId, IdError, Issuer, Scope, ScopeSet};

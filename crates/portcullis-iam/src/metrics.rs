@@ -1,26 +1,10 @@
 //! Prometheus metrics. The recorder is process-global; it is installed once.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use metrics_exporter_prometheus::PrometheusHandle;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the recorder (first call) and returns the render handle.
+/// The process-wide recorder (installed on first use) and its render handle.
 pub fn handle() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ])
-            // Only the bucket list is validated; the one above is non-empty.
-            .unwrap_or_else(|_| PrometheusBuilder::new())
-            .build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (an embedding program);
-        // then our metrics go there and /metrics renders only what we hold.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
+    portcullis_core::telemetry::prometheus()
 }
 
 /// Metric names, in one place.

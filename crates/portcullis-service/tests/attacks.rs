@@ -42,6 +42,13 @@ async fn service(
             "/admin",
             get(|| async { "admin" }).route_layer(RequireScopes::new(["admin"])),
         )
+        .route(
+            "/ops",
+            get(|Authenticated(p): Authenticated| async move {
+                axum::Json(json!({"roles": p.roles, "actors": p.actors}))
+            })
+            .route_layer(RequireRoles::new(["operator"])),
+        )
         .layer(BearerAuth::new(validator.clone(), "inventory"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -142,6 +149,18 @@ async fn a_valid_token_passes_and_the_principal_is_typed() {
     assert_eq!(
         challenge,
         "Bearer realm=\"inventory\", error=\"insufficient_scope\", scope=\"admin\""
+    );
+    // Roles guard, and the actor chain from nested `act` claims.
+    assert_eq!(svc.call("/ops", &t).await.0, 403);
+    let mut c = iss.claims(AUD);
+    c["roles"] = json!(["operator", "viewer"]);
+    c["act"] = json!({"sub": "bff", "client_id": "bff", "act": {"sub": "gateway"}});
+    let (status, _, body) = svc.call("/ops", &iss.sign(&c)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["roles"], json!(["operator", "viewer"]));
+    assert_eq!(
+        body["actors"],
+        json!([{"subject": "bff", "client_id": "bff"}, {"subject": "gateway"}])
     );
 }
 

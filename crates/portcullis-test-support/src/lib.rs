@@ -437,3 +437,26 @@ pub fn token_kid(token: &str) -> String {
     let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
     v["kid"].as_str().unwrap_or_default().to_owned()
 }
+
+impl TestIam {
+    /// A secret client with the given scopes and audiences (first audience default).
+    pub async fn secret_client_with(
+        &self,
+        id: &str,
+        scopes: &[&str],
+        audiences: &[&str],
+    ) -> SecretClient {
+        let v = self
+            .create_client(json!({
+                "client_id": id,
+                "allowed_scopes": scopes,
+                "allowed_audiences": audiences,
+                "default_audiences": &audiences[..1],
+            }))
+            .await;
+        SecretClient {
+            id: id.into(),
+            secret: v["client_secret"].as_str().expect("secret").into(),
+        }
+    }
+}

@@ -42,6 +42,16 @@ pub enum Command {
         #[command(subcommand)]
         command: IamCommand,
     },
+    /// The gateway (authenticating reverse proxy).
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+    /// Generate API keys for gateway consumers.
+    Apikeys {
+        #[command(subcommand)]
+        command: ApikeysCommand,
+    },
     /// Start everything locally on an embedded database, with demo credentials.
     Dev(DevArgs),
     /// Manage OAuth clients through the admin API.
@@ -258,5 +268,44 @@ pub enum KeysCommand {
         /// Algorithm of the new key (defaults to the configured one).
         #[arg(long)]
         alg: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Run the gateway. SIGHUP or a change to the file reloads it; a bad
+    /// file is refused and the running configuration stays.
+    Serve(GatewayArgs),
+    /// Hash a password (read from stdin) as argon2id for `[consumers.basic]`.
+    HashPassword,
+}
+
+/// `gateway serve` settings.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "PORTCULLIS_GATEWAY_CONFIG")]
+    pub config: PathBuf,
+    /// Proxy listener (overrides the file).
+    #[arg(long, env = "PORTCULLIS_GATEWAY_LISTEN")]
+    pub listen: Option<String>,
+    /// Admin listener (overrides the file).
+    #[arg(long, env = "PORTCULLIS_GATEWAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Drain time on SIGTERM, seconds.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeysCommand {
+    /// Generate a key: prints it once, and the digest to declare in gateway.toml.
+    Create {
+        /// Consumer the key belongs to.
+        #[arg(long)]
+        consumer: String,
+        /// Days until it expires.
+        #[arg(long)]
+        expires_in_days: Option<u64>,
     },
 }

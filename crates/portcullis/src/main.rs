@@ -7,6 +7,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod gateway;
 mod serve;
 
 use clap::Parser;
@@ -44,6 +45,19 @@ fn main() -> ExitCode {
                 command: cli::IamCommand::Serve(a),
             } => serve::run(a, args.log).await,
             cli::Command::Dev(a) => dev::run(a, args.log).await,
+            cli::Command::Gateway {
+                command: cli::GatewayCommand::Serve(a),
+            } => gateway::serve(a, args.log).await,
+            cli::Command::Gateway {
+                command: cli::GatewayCommand::HashPassword,
+            } => gateway::hash_password(),
+            cli::Command::Apikeys {
+                command:
+                    cli::ApikeysCommand::Create {
+                        consumer,
+                        expires_in_days,
+                    },
+            } => gateway::create_api_key(&consumer, expires_in_days),
             cli::Command::Clients { admin, command } => admin::clients(admin, command).await,
             cli::Command::Keys { admin, command } => admin::keys(admin, command).await,
         }

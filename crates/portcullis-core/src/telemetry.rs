@@ -1,0 +1,26 @@
+//! The process-wide Prometheus recorder, shared by every component running
+//! in one process (`portcullis dev` runs the IAM server and the gateway
+//! together; each must see the other's metrics on `/metrics`).
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first use and returns its render handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ])
+            // Only an empty bucket list is refused; the list above is not.
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed by an embedding program;
+        // then metrics go there and this handle renders only its own.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

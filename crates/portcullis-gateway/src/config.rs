@@ -1,0 +1,655 @@
+//! Gateway configuration: a strict serde [`RawConfig`] from `gateway.toml`,
+//! validated once into a [`Config`] the pipeline trusts. Errors name the key
+//! and the problem; the caller adds the file name.
+
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// A configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `routes[2].upstream`.
+    pub key: String,
+    /// What is wrong or expected.
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// `gateway.toml` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Proxy listener.
+    pub listen: Option<String>,
+    /// Admin listener: health, metrics, the gateway's JWKS.
+    pub admin_listen: Option<String>,
+    /// `iss` of internal tokens; default `http://` + admin_listen.
+    pub issuer: Option<String>,
+    /// PKCS#8 PEM file of the internal-token signing key (created if missing).
+    pub signing_key_file: Option<String>,
+    /// Lifetime of internal tokens.
+    pub internal_token_ttl_secs: Option<u64>,
+    /// Peers whose `X-Forwarded-For` is believed for the client IP.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Extra inbound identity headers to strip (besides `X-Portcullis-*`).
+    #[serde(default)]
+    pub identity_headers: Vec<String>,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Upstream pools.
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    /// Consumers (API key and Basic identities).
+    #[serde(default)]
+    pub consumers: Vec<RawConsumer>,
+    /// Named authentication methods.
+    #[serde(default)]
+    pub authenticators: Vec<RawAuthenticator>,
+    /// Routes, matched most specific first.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// Size limits.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Total request header bytes (431 above).
+    pub max_header_bytes: Option<usize>,
+    /// Request body bytes (413 above).
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Timeouts in milliseconds.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// Connecting to an upstream.
+    pub connect_ms: Option<u64>,
+    /// Reading a client's request head.
+    pub header_ms: Option<u64>,
+    /// A whole upstream exchange (504 after).
+    pub request_ms: Option<u64>,
+    /// Idle keep-alive connections.
+    pub idle_ms: Option<u64>,
+}
+
+/// An upstream pool.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Name, used as the internal token's `aud`.
+    pub name: String,
+    /// `host:port` targets, balanced round robin.
+    pub targets: Vec<String>,
+    /// Active health check.
+    pub health_check: Option<RawHealthCheck>,
+    /// Consecutive failures that eject a target (passive); 0 disables.
+    pub eject_after_failures: Option<u32>,
+    /// How long an ejected target stays out.
+    pub eject_ms: Option<u64>,
+}
+
+/// Active health check.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path to GET; 2xx is healthy.
+    pub path: String,
+    /// Interval.
+    pub interval_ms: Option<u64>,
+    /// Per-check timeout.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A consumer: who an API key or Basic credential stands for.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// Name (the internal token's `sub`).
+    pub name: String,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// API keys, by digest (`portcullis apikeys create` prints one).
+    #[serde(default)]
+    pub api_keys: Vec<RawApiKey>,
+    /// Basic credentials.
+    pub basic: Option<RawBasic>,
+}
+
+/// A declared API key.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// `sha256:<64 hex>` of the key.
+    pub digest: String,
+    /// Unix time after which the key is refused.
+    pub expires_at: Option<u64>,
+}
+
+/// Basic credentials.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    /// User name.
+    pub username: String,
+    /// argon2id PHC string (`portcullis gateway hash-password`).
+    pub password_hash: String,
+}
+
+/// A named authentication method.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthenticator {
+    /// Name routes refer to.
+    pub name: String,
+    /// `api_key`, `basic`, `jwt` or `introspection`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// api_key: header name (default `x-api-key`).
+    pub header: Option<String>,
+    /// api_key: query parameter name (off unless set).
+    pub query: Option<String>,
+    /// jwt: issuer URL.
+    pub issuer: Option<String>,
+    /// jwt: this gateway's audience.
+    pub audience: Option<String>,
+    /// jwt: accepted algorithms (default ES256).
+    pub algorithms: Option<Vec<String>>,
+    /// introspection: endpoint URL.
+    pub endpoint: Option<String>,
+    /// introspection: client id.
+    pub client_id: Option<String>,
+    /// introspection: env var holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// introspection: upper bound of result caching.
+    pub cache_ttl_secs: Option<u64>,
+}
+
+/// A route.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Name (metrics, logs).
+    pub name: String,
+    /// Host to match (exact, case-insensitive, port ignored); any if absent.
+    pub host: Option<String>,
+    /// Path prefix, on segment boundaries.
+    pub path_prefix: String,
+    /// Methods; any if empty.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Upstream pool name.
+    pub upstream: String,
+    /// Authenticator names tried in order; `["anonymous"]` allows anyone.
+    pub auth: Vec<String>,
+    /// Scopes the caller must hold.
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    /// Roles the caller must hold.
+    #[serde(default)]
+    pub require_roles: Vec<String>,
+    /// Rate limit.
+    pub rate_limit: Option<RawRateLimit>,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+/// A GCRA rate limit.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Burst.
+    pub burst: Option<u32>,
+    /// `consumer` (default), `client_id` or `client_ip`.
+    pub key: Option<String>,
+}
+
+// ---------------------------------------------------------------- validated
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Internal token issuer.
+    pub issuer: Option<String>,
+    /// Signing key file.
+    pub signing_key_file: Option<String>,
+    /// Internal token lifetime.
+    pub internal_token_ttl: u64,
+    /// Trusted proxy addresses.
+    pub trusted_proxies: HashSet<IpAddr>,
+    /// Lower-cased identity headers to strip.
+    pub identity_headers: Vec<String>,
+    /// Header limit.
+    pub max_header_bytes: usize,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Timeouts.
+    pub connect_timeout: Duration,
+    /// Header read timeout.
+    pub header_timeout: Duration,
+    /// Upstream exchange timeout.
+    pub request_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Pools by name.
+    pub upstreams: HashMap<String, Upstream>,
+    /// Consumers.
+    pub consumers: Vec<Consumer>,
+    /// Authenticators by name.
+    pub authenticators: HashMap<String, Authenticator>,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+/// A validated pool.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Name.
+    pub name: String,
+    /// Targets.
+    pub targets: Vec<SocketAddr>,
+    /// Health check path and interval/timeout.
+    pub health_check: Option<(String, Duration, Duration)>,
+    /// Passive ejection threshold (0 = off).
+    pub eject_after_failures: u32,
+    /// Ejection time.
+    pub eject_for: Duration,
+}
+
+/// A validated consumer.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    /// Name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// API keys: digest and optional expiry.
+    pub api_keys: Vec<([u8; 32], Option<u64>)>,
+    /// Basic username and PHC hash.
+    pub basic: Option<(String, String)>,
+}
+
+/// A validated authenticator.
+#[derive(Debug, Clone)]
+pub enum Authenticator {
+    /// Anyone.
+    Anonymous,
+    /// API key in a header and/or query parameter.
+    ApiKey {
+        /// Header (lower case).
+        header: String,
+        /// Query parameter.
+        query: Option<String>,
+    },
+    /// HTTP Basic against consumers' argon2id hashes.
+    Basic,
+    /// JWT access tokens via the service library.
+    Jwt {
+        /// Issuer.
+        issuer: String,
+        /// Audience.
+        audience: String,
+        /// Algorithms.
+        algorithms: Vec<jsonwebtoken::Algorithm>,
+    },
+    /// RFC 7662 introspection of opaque tokens.
+    Introspection {
+        /// Endpoint.
+        endpoint: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: portcullis_core::Secret,
+        /// Cache bound.
+        cache_ttl: Duration,
+    },
+}
+
+/// What a rate limit is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The authenticated subject.
+    Consumer,
+    /// The OAuth client id.
+    ClientId,
+    /// The client IP (trusted-proxy aware).
+    ClientIp,
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Lower-cased host.
+    pub host: Option<String>,
+    /// Normalized prefix without trailing slash ("" for "/").
+    pub prefix: String,
+    /// Upper-cased methods; empty = any.
+    pub methods: Vec<http::Method>,
+    /// Pool.
+    pub upstream: String,
+    /// Authenticators in order.
+    pub auth: Vec<String>,
+    /// Required scopes.
+    pub require_scopes: Vec<String>,
+    /// Required roles.
+    pub require_roles: Vec<String>,
+    /// Limit: per second, burst, key.
+    pub rate_limit: Option<(u32, u32, LimitKey)>,
+    /// Strip the prefix.
+    pub strip_prefix: bool,
+}
+
+fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| {
+        err(
+            key,
+            format!("expected host:port with an IP address, got {v:?}"),
+        )
+    })
+}
+
+/// Parses `sha256:<hex>`.
+pub fn parse_digest(s: &str) -> Option<[u8; 32]> {
+    let hex = s.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl RawConfig {
+    /// Validates. `env` resolves secret environment variables.
+    pub fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let listen = addr("listen", self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let admin_listen = addr(
+            "admin_listen",
+            self.admin_listen.as_deref().unwrap_or("127.0.0.1:8081"),
+        )?;
+        let mut trusted_proxies = HashSet::new();
+        for (n, p) in self.trusted_proxies.iter().enumerate() {
+            trusted_proxies.insert(
+                p.parse()
+                    .map_err(|_| err(format!("trusted_proxies[{n}]"), "expected an IP address"))?,
+            );
+        }
+        let mut upstreams = HashMap::new();
+        for (n, u) in self.upstreams.into_iter().enumerate() {
+            let at = format!("upstreams[{n}]");
+            if u.name.is_empty() {
+                return Err(err(format!("{at}.name"), "must not be empty"));
+            }
+            if u.targets.is_empty() {
+                return Err(err(format!("{at}.targets"), "needs at least one host:port"));
+            }
+            let targets = u
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| addr(&format!("{at}.targets[{i}]"), t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let health_check = u.health_check.map(|h| {
+                (
+                    h.path,
+                    Duration::from_millis(h.interval_ms.unwrap_or(2_000)),
+                    Duration::from_millis(h.timeout_ms.unwrap_or(1_000)),
+                )
+            });
+            if let Some((p, _, _)) = &health_check
+                && !p.starts_with('/')
+            {
+                return Err(err(format!("{at}.health_check.path"), "must start with /"));
+            }
+            let up = Upstream {
+                name: u.name.clone(),
+                targets,
+                health_check,
+                eject_after_failures: u.eject_after_failures.unwrap_or(3),
+                eject_for: Duration::from_millis(u.eject_ms.unwrap_or(10_000)),
+            };
+            if upstreams.insert(u.name.clone(), up).is_some() {
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("duplicate upstream {:?}", u.name),
+                ));
+            }
+        }
+        let mut consumers = Vec::new();
+        let mut usernames = HashSet::new();
+        for (n, c) in self.consumers.into_iter().enumerate() {
+            let at = format!("consumers[{n}]");
+            if c.name.is_empty() {
+                return Err(err(format!("{at}.name"), "must not be empty"));
+            }
+            let mut api_keys = Vec::new();
+            for (i, k) in c.api_keys.iter().enumerate() {
+                let d = parse_digest(&k.digest).ok_or_else(|| {
+                    err(
+                        format!("{at}.api_keys[{i}].digest"),
+                        "expected sha256:<64 hex digits> (from `portcullis apikeys create`)",
+                    )
+                })?;
+                api_keys.push((d, k.expires_at));
+            }
+            let basic = match c.basic {
+                Some(b) => {
+                    if !b.password_hash.starts_with("$argon2id$") {
+                        return Err(err(
+                            format!("{at}.basic.password_hash"),
+                            "expected an argon2id PHC string ($argon2id$…)",
+                        ));
+                    }
+                    argon2::PasswordHash::new(&b.password_hash)
+                        .map_err(|e| err(format!("{at}.basic.password_hash"), e.to_string()))?;
+                    if !usernames.insert(b.username.clone()) {
+                        return Err(err(format!("{at}.basic.username"), "duplicate username"));
+                    }
+                    Some((b.username, b.password_hash))
+                }
+                None => None,
+            };
+            consumers.push(Consumer {
+                name: c.name,
+                roles: c.roles,
+                scopes: c.scopes,
+                api_keys,
+                basic,
+            });
+        }
+        let mut authenticators = HashMap::new();
+        authenticators.insert("anonymous".to_owned(), Authenticator::Anonymous);
+        for (n, a) in self.authenticators.into_iter().enumerate() {
+            let at = format!("authenticators[{n}]");
+            let need = |v: Option<String>, k: &str| {
+                v.ok_or_else(|| err(format!("{at}.{k}"), "required for this type"))
+            };
+            let auth = match a.kind.as_str() {
+                "api_key" => Authenticator::ApiKey {
+                    header: a
+                        .header
+                        .unwrap_or_else(|| "x-api-key".into())
+                        .to_ascii_lowercase(),
+                    query: a.query,
+                },
+                "basic" => Authenticator::Basic,
+                "jwt" => {
+                    let algorithms = a
+                        .algorithms
+                        .unwrap_or_else(|| vec!["ES256".into()])
+                        .iter()
+                        .map(|s| match s.as_str() {
+                            "ES256" | "ES384" | "EdDSA" | "RS256" | "RS384" | "RS512" | "PS256"
+                            | "PS384" | "PS512" => s
+                                .parse::<jsonwebtoken::Algorithm>()
+                                .map_err(|_| err(format!("{at}.algorithms"), "unknown")),
+                            _ => Err(err(
+                                format!("{at}.algorithms"),
+                                format!("{s:?} is not an accepted asymmetric algorithm"),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Authenticator::Jwt {
+                        issuer: need(a.issuer, "issuer")?,
+                        audience: need(a.audience, "audience")?,
+                        algorithms,
+                    }
+                }
+                "introspection" => {
+                    let var = need(a.client_secret_env, "client_secret_env")?;
+                    let secret = env(&var).ok_or_else(|| {
+                        err(
+                            format!("{at}.client_secret_env"),
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?;
+                    Authenticator::Introspection {
+                        endpoint: need(a.endpoint, "endpoint")?,
+                        client_id: need(a.client_id, "client_id")?,
+                        client_secret: portcullis_core::Secret::new(secret),
+                        cache_ttl: Duration::from_secs(a.cache_ttl_secs.unwrap_or(60)),
+                    }
+                }
+                other => {
+                    return Err(err(
+                        format!("{at}.type"),
+                        format!("expected api_key, basic, jwt or introspection, got {other:?}"),
+                    ));
+                }
+            };
+            if authenticators.insert(a.name.clone(), auth).is_some() {
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("duplicate authenticator {:?}", a.name),
+                ));
+            }
+        }
+        let mut routes = Vec::new();
+        for (n, r) in self.routes.into_iter().enumerate() {
+            let at = format!("routes[{n}]");
+            if !upstreams.contains_key(&r.upstream) {
+                return Err(err(
+                    format!("{at}.upstream"),
+                    format!("no upstream named {:?}", r.upstream),
+                ));
+            }
+            if r.auth.is_empty() {
+                return Err(err(
+                    format!("{at}.auth"),
+                    "list at least one authenticator, or [\"anonymous\"]",
+                ));
+            }
+            for a in &r.auth {
+                if !authenticators.contains_key(a) {
+                    return Err(err(
+                        format!("{at}.auth"),
+                        format!("no authenticator named {a:?}"),
+                    ));
+                }
+            }
+            let prefix = crate::pipeline::route::normalize(&r.path_prefix)
+                .map_err(|e| err(format!("{at}.path_prefix"), e.to_string()))?;
+            let prefix = prefix.trim_end_matches('/').to_owned();
+            let methods = r
+                .methods
+                .iter()
+                .map(|m| {
+                    m.to_ascii_uppercase()
+                        .parse::<http::Method>()
+                        .map_err(|_| err(format!("{at}.methods"), format!("bad method {m:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let rate_limit = match r.rate_limit {
+                None => None,
+                Some(l) => {
+                    if l.per_second == 0 {
+                        return Err(err(
+                            format!("{at}.rate_limit.per_second"),
+                            "must be at least 1",
+                        ));
+                    }
+                    let key = match l.key.as_deref().unwrap_or("consumer") {
+                        "consumer" => LimitKey::Consumer,
+                        "client_id" => LimitKey::ClientId,
+                        "client_ip" => LimitKey::ClientIp,
+                        other => {
+                            return Err(err(
+                                format!("{at}.rate_limit.key"),
+                                format!("expected consumer, client_id or client_ip, got {other:?}"),
+                            ));
+                        }
+                    };
+                    Some((l.per_second, l.burst.unwrap_or(l.per_second).max(1), key))
+                }
+            };
+            routes.push(Route {
+                name: r.name,
+                host: r.host.map(|h| h.to_ascii_lowercase()),
+                prefix,
+                methods,
+                upstream: r.upstream,
+                auth: r.auth,
+                require_scopes: r.require_scopes,
+                require_roles: r.require_roles,
+                rate_limit,
+                strip_prefix: r.strip_prefix,
+            });
+        }
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        Ok(Config {
+            listen,
+            admin_listen,
+            issuer: self.issuer,
+            signing_key_file: self.signing_key_file,
+            internal_token_ttl: self.internal_token_ttl_secs.unwrap_or(60),
+            trusted_proxies,
+            identity_headers: self
+                .identity_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            max_header_bytes: self.limits.max_header_bytes.unwrap_or(16 * 1024),
+            max_body_bytes: self.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            connect_timeout: ms(self.timeouts.connect_ms, 2_000),
+            header_timeout: ms(self.timeouts.header_ms, 10_000),
+            request_timeout: ms(self.timeouts.request_ms, 30_000),
+            idle_timeout: ms(self.timeouts.idle_ms, 60_000),
+            upstreams,
+            consumers,
+            authenticators,
+            routes,
+        })
+    }
+}

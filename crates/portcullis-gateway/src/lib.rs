@@ -1,0 +1,20 @@
+//! The Portcullis gateway: an authenticating reverse proxy.
+//!
+//! Every request goes through [`pipeline::handle`]: normalize & match route
+//! → authenticate (API key, Basic, JWT, introspection) → authorize (scopes,
+//! roles) → rate-limit (GCRA) → propagate identity (strip inbound
+//! credentials and identity headers, attach a short-lived internal token
+//! signed by the gateway) → proxy → log. Configuration is a TOML file
+//! ([`config`]) compiled into a [`runtime::Runtime`] that reload swaps
+//! atomically.
+#![warn(missing_docs)]
+
+mod admin;
+pub mod config;
+pub mod framing;
+pub mod pipeline;
+pub mod runtime;
+pub mod server;
+pub mod upstream;
+
+pub use server::{GatewayError, RunningGateway, load, start};

@@ -1,0 +1,216 @@
+//! The request pipeline, one module per phase, in the order of [`handle`]:
+//! normalize & match route → authenticate → authorize → rate-limit →
+//! propagate identity → proxy → log.
+
+pub mod authn;
+pub mod authz;
+pub mod propagate;
+pub mod proxy;
+pub mod ratelimit;
+pub mod route;
+
+mod reply;
+
+use crate::runtime::{CompiledRoute, Runtime};
+use authn::{AuthnError, Identity};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use proxy::Body;
+use ratelimit::Decision;
+pub use reply::Reject;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Handles one request end to end. Never panics on input; every refusal is
+/// a [`Reject`] turned into a response in one place.
+pub async fn handle(
+    rt: Arc<Runtime>,
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let (mut log, result) = {
+        let mut log = reply::AccessLog::new(&method, peer);
+        let r = run(&rt, req, peer, &mut log).await;
+        (log, r)
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(reject) => reject.into_response(),
+    };
+    log.finish(resp.status(), started.elapsed());
+    resp
+}
+
+fn now() -> u64 {
+    portcullis_core::Clock::now(&portcullis_core::SystemClock)
+}
+
+async fn run(
+    rt: &Runtime,
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    log: &mut reply::AccessLog,
+) -> Result<Response<Body>, Reject> {
+    let (mut parts, body) = req.into_parts();
+    reply::check_framing(&parts, rt.config.max_header_bytes, rt.config.max_body_bytes)?;
+
+    // 1. Normalize and match.
+    let path = route::normalize(parts.uri.path()).map_err(|_| Reject::BadPath)?;
+    log.path = path.clone();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(parts.uri.host())
+        .map(str::to_owned);
+    let r = match route::find(&rt.routes, host.as_deref(), &path, &parts.method) {
+        route::Match::Found(r) => r,
+        route::Match::MethodNotAllowed(allowed) => return Err(Reject::MethodNotAllowed(allowed)),
+        route::Match::NotFound => return Err(Reject::NotFound),
+    };
+    let c = rt.compiled.get(&r.name).ok_or(Reject::NotFound)?;
+    log.route = r.name.clone();
+
+    // 2. Authenticate.
+    let who = authenticate(c, &parts).await?;
+    log.subject = who.subject.clone();
+    log.auth = who.method;
+
+    // 3. Authorize.
+    authz::authorize(r, &who).map_err(Reject::Forbidden)?;
+
+    // 4. Rate-limit.
+    let client_ip = client_ip(&parts, peer, &rt.config.trusted_proxies);
+    let limit = rate_limit(c, &who, client_ip)?;
+
+    // 5. Propagate identity.
+    let token = rt
+        .minter
+        .token(&who, &c.pool.name, now())
+        .ok_or(Reject::Internal)?;
+    propagate::rewrite(
+        &mut parts.headers,
+        &rt.config.identity_headers,
+        client_ip,
+        host.as_deref(),
+        Some(&token),
+    );
+    if let Some(header) = api_key_header(c) {
+        parts.headers.remove(header);
+    }
+    let mut forwarded_path = path;
+    if r.strip_prefix && !r.prefix.is_empty() {
+        forwarded_path = forwarded_path[r.prefix.len()..].to_owned();
+        if !forwarded_path.starts_with('/') {
+            forwarded_path.insert(0, '/');
+        }
+    }
+    let query = propagate::strip_query_param(parts.uri.query(), c.api_key_query.as_deref());
+    let path_and_query = match query {
+        Some(q) => format!("{forwarded_path}?{q}"),
+        None => forwarded_path,
+    };
+
+    // 6. Proxy.
+    let body = http_body_util::Limited::new(body, rt.config.max_body_bytes)
+        .map_err(|e| e as proxy::BoxError)
+        .boxed();
+    let req = Request::from_parts(parts, body);
+    log.upstream = c.pool.name.to_string();
+    let mut resp = proxy::forward(
+        &rt.client,
+        &c.pool,
+        req,
+        &path_and_query,
+        rt.config.request_timeout,
+    )
+    .await
+    .map_err(Reject::Proxy)?;
+    if let Some(Decision::Allowed { limit, remaining }) = limit {
+        reply::ratelimit_headers(resp.headers_mut(), limit, remaining, None);
+    }
+    Ok(resp)
+}
+
+/// The API-key header of the route's methods (never forwarded).
+fn api_key_header(c: &CompiledRoute) -> Option<&str> {
+    c.methods.iter().find_map(|m| match &**m {
+        authn::Method::ApiKey { header, .. } => Some(header.as_str()),
+        _ => None,
+    })
+}
+
+async fn authenticate(c: &CompiledRoute, parts: &http::request::Parts) -> Result<Identity, Reject> {
+    let t = now();
+    for m in &c.methods {
+        match m.authenticate(parts, t).await {
+            Ok(Some(who)) => return Ok(who),
+            Ok(None) => continue,
+            Err(AuthnError::Unavailable) => return Err(Reject::AuthUnavailable),
+            Err(e) => return Err(Reject::Unauthenticated(e, challenges(c))),
+        }
+    }
+    Err(Reject::Unauthenticated(AuthnError::Missing, challenges(c)))
+}
+
+fn challenges(c: &CompiledRoute) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = c.methods.iter().filter_map(|m| m.challenge()).collect();
+    v.dedup();
+    v
+}
+
+fn rate_limit(c: &CompiledRoute, who: &Identity, ip: IpAddr) -> Result<Option<Decision>, Reject> {
+    let (Some(limiter), Some((_, _, key))) = (&c.limiter, c.route.rate_limit) else {
+        return Ok(None);
+    };
+    let k = match key {
+        crate::config::LimitKey::Consumer => who.subject.clone(),
+        crate::config::LimitKey::ClientId => {
+            who.client_id.clone().unwrap_or_else(|| who.subject.clone())
+        }
+        crate::config::LimitKey::ClientIp => ip.to_string(),
+    };
+    match limiter.check(&k) {
+        d @ Decision::Allowed { .. } => Ok(Some(d)),
+        Decision::Limited { limit, retry_after } => {
+            metrics::counter!("portcullis_gateway_rate_limited_total", "route" => c.route.name.clone()).increment(1);
+            Err(Reject::RateLimited { limit, retry_after })
+        }
+    }
+}
+
+/// The client IP: the peer, or — only when the peer is a trusted proxy —
+/// the last address in its `X-Forwarded-For` that is not itself trusted.
+fn client_ip(
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+    trusted: &std::collections::HashSet<IpAddr>,
+) -> IpAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    let chain: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer.ip())
+}
+
+/// A small full body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed()
+}

@@ -1,0 +1,206 @@
+//! Phase 1: normalize the request path and match a route.
+//!
+//! The normalized path is both what routes are matched against and what is
+//! forwarded, so no spelling of a protected path reaches an upstream
+//! without its route's checks:
+//! - percent-encoded unreserved characters are decoded (`%61` → `a`); other
+//!   escapes are kept, with upper-case hex;
+//! - `//` collapses, `.` and `..` segments are resolved (never above `/`);
+//! - refused outright (400): encoded `/` or `\` (`%2F`, `%5C`), encoded
+//!   `%` (`%25`, double encoding), NUL or control characters, a raw `\`,
+//!   `;` path parameters, and segments ending in `.` (`/admin.`), which some
+//!   servers treat as the name without the dot;
+//! - prefixes match case-insensitively on segment boundaries, so `/ADMIN`
+//!   gets the checks of `/admin` (for upstreams that ignore case).
+
+use crate::config::Route;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Does not start with `/`.
+    #[error("path must start with /")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-encoding")]
+    BadEscape,
+    /// An encoding that different servers read differently.
+    #[error("ambiguous path encoding")]
+    Ambiguous,
+    /// `..` above the root.
+    #[error("path escapes the root")]
+    AboveRoot,
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Normalizes a request path (without query).
+pub fn normalize(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Decode unreserved escapes; refuse the ambiguous ones.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).and_then(|&c| hex(c)),
+                    bytes.get(i + 2).and_then(|&c| hex(c)),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = h * 16 + l;
+                if unreserved(v) {
+                    decoded.push(v as char);
+                } else if matches!(v, b'/' | b'\\' | b'%' | b';') || v < 0x20 || v == 0x7f {
+                    return Err(PathError::Ambiguous);
+                } else {
+                    decoded.push_str(&format!("%{v:02X}"));
+                }
+                i += 3;
+            }
+            b'\\' | b';' => return Err(PathError::Ambiguous),
+            _ if b < 0x20 || b == 0x7f => return Err(PathError::Ambiguous),
+            _ => {
+                decoded.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    // Resolve segments.
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            s if s.ends_with('.') => return Err(PathError::Ambiguous),
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') && !out.is_empty();
+    let mut n = String::with_capacity(decoded.len());
+    for s in &out {
+        n.push('/');
+        n.push_str(s);
+    }
+    if n.is_empty() || trailing {
+        n.push('/');
+    }
+    Ok(n)
+}
+
+/// Whether `path` is under `prefix` on a segment boundary, ignoring case.
+fn under(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+/// The outcome of matching.
+pub enum Match<'a> {
+    /// The route.
+    Found(&'a Route),
+    /// A route has this path and host but not this method.
+    MethodNotAllowed(Vec<http::Method>),
+    /// No route.
+    NotFound,
+}
+
+/// Finds the most specific route (longest prefix) for host, path and method.
+/// `routes` must be sorted by prefix length, longest first.
+pub fn find<'a>(
+    routes: &'a [Route],
+    host: Option<&str>,
+    path: &str,
+    method: &http::Method,
+) -> Match<'a> {
+    let host = host.map(|h| {
+        let h = h
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(h, |(h, _)| h);
+        h.trim_end_matches('.').to_ascii_lowercase()
+    });
+    let mut allowed = Vec::new();
+    for r in routes {
+        let host_ok = r
+            .host
+            .as_deref()
+            .is_none_or(|want| host.as_deref() == Some(want));
+        if !host_ok || !under(path, &r.prefix) {
+            continue;
+        }
+        if r.methods.is_empty() || r.methods.contains(method) {
+            return Match::Found(r);
+        }
+        allowed.extend(r.methods.iter().cloned());
+    }
+    if allowed.is_empty() {
+        Match::NotFound
+    } else {
+        Match::MethodNotAllowed(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization() {
+        let ok = |p: &str, want: &str| assert_eq!(normalize(p).as_deref(), Ok(want), "{p}");
+        ok("/", "/");
+        ok("/a/b", "/a/b");
+        ok("//a///b", "/a/b");
+        ok("/a/./b", "/a/b");
+        ok("/a/../b", "/b");
+        ok("/a/b/", "/a/b/");
+        ok("/%61dmin", "/admin");
+        ok("/a%2db", "/a-b");
+        ok("/a%20b", "/a%20b");
+        ok("/a%c3%a9", "/a%C3%A9");
+        ok("/public/%2e%2e/admin", "/admin");
+        ok("/public/..%2Fadmin".replace("%2F", "/").as_str(), "/admin");
+        let bad = |p: &str| assert!(normalize(p).is_err(), "{p} must be refused");
+        bad("admin");
+        bad("/a%2Fb");
+        bad("/a%2fb");
+        bad("/a%5Cb");
+        bad("/a\\b");
+        bad("/a%252Fb");
+        bad("/a%00b");
+        bad("/a;jsessionid=1");
+        bad("/admin%3Bx");
+        bad("/admin.");
+        bad("/..");
+        bad("/a/../..");
+        bad("/a%zz");
+        bad("/a%4");
+    }
+
+    #[test]
+    fn prefixes_are_segment_bounded_and_case_insensitive() {
+        assert!(under("/admin", "/admin"));
+        assert!(under("/admin/x", "/admin"));
+        assert!(under("/ADMIN/x", "/admin"));
+        assert!(!under("/adminx", "/admin"));
+        assert!(under("/anything", ""));
+    }
+}

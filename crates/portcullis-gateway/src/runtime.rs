@@ -1,0 +1,165 @@
+//! A [`Config`] compiled into what requests use: sorted routes, shared
+//! authenticators, limiters, pools, the internal-token minter. Replaced
+//! whole on reload.
+
+use crate::config::{Authenticator, Config, Route};
+use crate::pipeline::authn::{ApiKeyIndex, BasicIndex, Introspector, Method};
+use crate::pipeline::propagate::Minter;
+use crate::pipeline::proxy::{UpstreamClient, client};
+use crate::pipeline::ratelimit::{Limiter, LocalLimiter};
+use crate::upstream::Pool;
+use portcullis_core::jose::SigningKey;
+use portcullis_service::{Validator, ValidatorConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A route with its compiled parts.
+pub struct CompiledRoute {
+    /// The route.
+    pub route: Route,
+    /// Methods in order.
+    pub methods: Vec<Arc<Method>>,
+    /// API-key query parameter to strip from the forwarded URI, if any.
+    pub api_key_query: Option<String>,
+    /// Limiter.
+    pub limiter: Option<Arc<dyn Limiter>>,
+    /// Pool.
+    pub pool: Arc<Pool>,
+}
+
+/// Everything a request needs.
+pub struct Runtime {
+    /// Config it was built from.
+    pub config: Config,
+    /// Routes, most specific first.
+    pub routes: Vec<Route>,
+    /// Compiled routes by name.
+    pub compiled: HashMap<String, CompiledRoute>,
+    /// Upstream client.
+    pub client: UpstreamClient,
+    /// Internal-token minter.
+    pub minter: Minter,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Runtime {
+    /// Compiles `config`; starts JWKS clients and health checks.
+    pub async fn build(config: Config, key: Arc<SigningKey>, issuer: String) -> Self {
+        let consumers: Vec<Arc<crate::config::Consumer>> =
+            config.consumers.iter().cloned().map(Arc::new).collect();
+        let mut api_keys: ApiKeyIndex = HashMap::new();
+        let mut basic: BasicIndex = HashMap::new();
+        for c in &consumers {
+            for (d, exp) in &c.api_keys {
+                api_keys.insert(*d, (c.clone(), *exp));
+            }
+            if let Some((u, phc)) = &c.basic {
+                basic.insert(u.clone(), (c.clone(), phc.clone()));
+            }
+        }
+        let (api_keys, basic) = (Arc::new(api_keys), Arc::new(basic));
+        let mut methods: HashMap<String, Arc<Method>> = HashMap::new();
+        for (name, a) in &config.authenticators {
+            let m = match a {
+                Authenticator::Anonymous => Method::Anonymous,
+                Authenticator::ApiKey { header, query } => Method::ApiKey {
+                    header: header.clone(),
+                    query: query.clone(),
+                    index: api_keys.clone(),
+                },
+                Authenticator::Basic => Method::Basic {
+                    index: basic.clone(),
+                    verified: moka::sync::Cache::builder()
+                        .max_capacity(10_000)
+                        .time_to_live(std::time::Duration::from_secs(60))
+                        .build(),
+                },
+                Authenticator::Jwt {
+                    issuer,
+                    audience,
+                    algorithms,
+                } => {
+                    let cfg = ValidatorConfig::new(issuer.clone(), audience.clone())
+                        .algorithms(algorithms);
+                    Method::Jwt(Validator::start(cfg).await)
+                }
+                Authenticator::Introspection {
+                    endpoint,
+                    client_id,
+                    client_secret,
+                    cache_ttl,
+                } => Method::Introspection(Arc::new(Introspector::new(
+                    endpoint.clone(),
+                    client_id.clone(),
+                    client_secret.clone(),
+                    *cache_ttl,
+                ))),
+            };
+            methods.insert(name.clone(), Arc::new(m));
+        }
+        let mut tasks = Vec::new();
+        let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
+        for (name, u) in &config.upstreams {
+            let p = Arc::new(Pool::new(u));
+            tasks.extend(p.spawn_health_checks());
+            pools.insert(name.clone(), p);
+        }
+        let mut routes = config.routes.clone();
+        // Longest prefix first; host-specific before host-less at equal length.
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        let mut compiled = HashMap::new();
+        for r in &routes {
+            let ms: Vec<Arc<Method>> = r
+                .auth
+                .iter()
+                .filter_map(|a| methods.get(a).cloned())
+                .collect();
+            let api_key_query = r
+                .auth
+                .iter()
+                .find_map(|a| match config.authenticators.get(a) {
+                    Some(Authenticator::ApiKey { query, .. }) => query.clone(),
+                    _ => None,
+                });
+            let limiter = r
+                .rate_limit
+                .map(|(ps, burst, _)| Arc::new(LocalLimiter::new(ps, burst)) as Arc<dyn Limiter>);
+            let Some(pool) = pools.get(&r.upstream).cloned() else {
+                continue;
+            };
+            compiled.insert(
+                r.name.clone(),
+                CompiledRoute {
+                    route: r.clone(),
+                    methods: ms,
+                    api_key_query,
+                    limiter,
+                    pool,
+                },
+            );
+        }
+        let client = client(config.connect_timeout, config.idle_timeout);
+        let minter = Minter::new(key, issuer, config.internal_token_ttl);
+        Self {
+            config,
+            routes,
+            compiled,
+            client,
+            minter,
+            tasks,
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The gateway server: accept loop (HTTP/1.1 and HTTP/2 via hyper-util),
+//! hot reload (a new config is compiled beside the running one and swapped
+//! in atomically; a bad one is refused and the old one keeps serving),
+//! the admin listener, graceful drain.
+
+use crate::config::{Config, RawConfig};
+use crate::pipeline;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use portcullis_core::jose::{SigningAlgorithm, SigningKey};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why the gateway could not start or reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// Reading the config file failed.
+    #[error("{file}: {source}")]
+    Read {
+        /// File.
+        file: String,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown key.
+    #[error("{file}: {message}")]
+    Parse {
+        /// File.
+        file: String,
+        /// Parser message (names the key).
+        message: String,
+    },
+    /// Validation.
+    #[error("{file}: {error}")]
+    Invalid {
+        /// File.
+        file: String,
+        /// What.
+        error: crate::config::ConfigError,
+    },
+    /// Binding a listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// The signing key file.
+    #[error("signing key {file}: {message}")]
+    Key {
+        /// File.
+        file: String,
+        /// What.
+        message: String,
+    },
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path, overlay: &dyn Fn(&mut RawConfig)) -> Result<Config, GatewayError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let mut raw: RawConfig = toml::from_str(&text).map_err(|e| GatewayError::Parse {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    overlay(&mut raw);
+    raw.validate(&|v| std::env::var(v).ok())
+        .map_err(|error| GatewayError::Invalid { file, error })
+}
+
+/// Loads the PKCS#8 PEM signing key, creating it if missing; ephemeral if no file.
+fn signing_key(file: Option<&str>) -> Result<SigningKey, GatewayError> {
+    let fail = |f: &str, m: String| GatewayError::Key {
+        file: f.to_owned(),
+        message: m,
+    };
+    let Some(f) = file else {
+        tracing::warn!(
+            "no signing_key_file: internal-token key is ephemeral; services refetch the JWKS after a restart"
+        );
+        return SigningKey::generate(SigningAlgorithm::Es256)
+            .map_err(|e| fail("(ephemeral)", e.to_string()));
+    };
+    match std::fs::read_to_string(f) {
+        Ok(pem) => {
+            let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            let der = STANDARD
+                .decode(b64.trim())
+                .map_err(|e| fail(f, e.to_string()))?;
+            SigningKey::from_pkcs8(SigningAlgorithm::Es256, der).map_err(|e| fail(f, e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate(SigningAlgorithm::Es256)
+                .map_err(|e| fail(f, e.to_string()))?;
+            let b64 = STANDARD.encode(key.pkcs8_der());
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .filter_map(|c| std::str::from_utf8(c).ok())
+                .collect();
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            );
+            std::fs::write(f, pem).map_err(|e| fail(f, e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600));
+            }
+            Ok(key)
+        }
+        Err(e) => Err(fail(f, e.to_string())),
+    }
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    /// Proxy address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// Internal-token issuer.
+    pub issuer: String,
+    current: Arc<ArcSwap<Runtime>>,
+    key: Arc<SigningKey>,
+    config_path: Option<PathBuf>,
+    overlay: Arc<dyn Fn(&mut RawConfig) + Send + Sync>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Re-reads the config file and swaps it in; on error the running
+    /// config stays and the error is returned.
+    pub async fn reload(&self) -> Result<(), GatewayError> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let config = match load(path, &*self.overlay) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::counter!("portcullis_gateway_reloads_total", "result" => "rejected")
+                    .increment(1);
+                tracing::error!(error = %e, "config reload refused; the running configuration stays");
+                return Err(e);
+            }
+        };
+        let rt = Runtime::build(config, self.key.clone(), self.issuer.clone()).await;
+        self.current.store(Arc::new(rt));
+        metrics::counter!("portcullis_gateway_reloads_total", "result" => "applied").increment(1);
+        tracing::info!(file = %path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops accepting and drains in-flight requests (up to `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let drain = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("shutdown grace elapsed with requests in flight");
+        }
+    }
+}
+
+/// Starts the gateway with `config`; `config_path` enables reload.
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+    overlay: Arc<dyn Fn(&mut RawConfig) + Send + Sync>,
+) -> Result<RunningGateway, GatewayError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })
+    };
+    let listener = bind(config.listen).await?;
+    let admin = bind(config.admin_listen).await?;
+    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| GatewayError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+    let issuer = config
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{admin_addr}"));
+    let key = Arc::new(signing_key(config.signing_key_file.as_deref())?);
+    let header_timeout = config.header_timeout;
+    let max_header = config.max_header_bytes;
+    let rt = Runtime::build(config, key.clone(), issuer.clone()).await;
+    let current = Arc::new(ArcSwap::from_pointee(rt));
+    let (tx, rx) = watch::channel(false);
+
+    let proxy_task = tokio::spawn(accept_loop(
+        listener,
+        current.clone(),
+        rx.clone(),
+        header_timeout,
+        max_header,
+    ));
+    let admin_app = crate::admin::router(current.clone());
+    let mut arx = rx.clone();
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin, admin_app)
+            .with_graceful_shutdown(async move {
+                let _ = arx.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    tracing::info!(%addr, %admin_addr, %issuer, "gateway listening");
+    Ok(RunningGateway {
+        addr,
+        admin_addr,
+        issuer,
+        current,
+        key,
+        config_path,
+        overlay,
+        shutdown: tx,
+        tasks: vec![proxy_task, admin_task],
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    current: Arc<ArcSwap<Runtime>>,
+    mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
+    max_header: usize,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_header.max(8192) + 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let current = current.clone();
+                let (stream, poisoned) = crate::framing::Guarded::new(stream, max_header);
+                let svc = service_fn(move |req| {
+                    let rt = current.load_full();
+                    let poisoned = poisoned.get();
+                    async move {
+                        if poisoned {
+                            return Ok::<_, std::convert::Infallible>(
+                                pipeline::Reject::Framing("ambiguous message framing").into_response(),
+                            );
+                        }
+                        Ok(pipeline::handle(rt, req, peer).await)
+                    }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

@@ -1,0 +1,112 @@
+//! Upstream pools: round robin over targets that are healthy (active
+//! checks) and not ejected (passive: consecutive failures eject a target for
+//! a while).
+
+use crate::config::Upstream;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// One target of a pool.
+pub struct Target {
+    /// Address.
+    pub addr: SocketAddr,
+    healthy: AtomicBool,
+    failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+/// A pool of targets.
+pub struct Pool {
+    /// Name (the internal token's audience).
+    pub name: Arc<str>,
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    eject_after: u32,
+    eject_for: Duration,
+    epoch: Instant,
+    health: Option<(String, Duration, Duration)>,
+}
+
+impl Pool {
+    /// A pool from config; every target starts healthy.
+    pub fn new(u: &Upstream) -> Self {
+        Self {
+            name: Arc::from(u.name.as_str()),
+            targets: u
+                .targets
+                .iter()
+                .map(|&addr| Target {
+                    addr,
+                    healthy: AtomicBool::new(true),
+                    failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            eject_after: u.eject_after_failures,
+            eject_for: u.eject_for,
+            epoch: Instant::now(),
+            health: u.health_check.clone(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next usable target, round robin; `None` if every one is down.
+    pub fn pick(&self) -> Option<&Target> {
+        let n = self.targets.len();
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| &self.targets[(start + i) % n]).find(|t| {
+            t.healthy.load(Ordering::Relaxed) && t.ejected_until_ms.load(Ordering::Relaxed) <= now
+        })
+    }
+
+    /// Records the outcome of a request to `t` (passive health).
+    pub fn report(&self, t: &Target, ok: bool) {
+        if ok {
+            t.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let f = t.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.eject_after > 0 && f >= self.eject_after {
+            t.failures.store(0, Ordering::Relaxed);
+            t.ejected_until_ms.store(
+                self.now_ms() + self.eject_for.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            metrics::counter!("portcullis_gateway_upstream_ejections_total", "upstream" => self.name.to_string()).increment(1);
+            tracing::warn!(upstream = %self.name, target = %t.addr, "target ejected after consecutive failures");
+        }
+    }
+
+    /// Starts active health checks, if configured.
+    pub fn spawn_health_checks(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let (path, interval, timeout) = self.health.clone()?;
+        let pool = Arc::clone(self);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Some(tokio::spawn(async move {
+            loop {
+                for t in &pool.targets {
+                    let ok = http
+                        .get(format!("http://{}{path}", t.addr))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if t.healthy.swap(ok, Ordering::Relaxed) != ok {
+                        tracing::warn!(upstream = %pool.name, target = %t.addr, healthy = ok, "health changed");
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }))
+    }
+}

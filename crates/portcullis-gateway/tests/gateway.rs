@@ -1,0 +1,736 @@
+//! The gateway over real sockets, in front of a real upstream that reports
+//! exactly what reached it, with the real IAM server for token methods.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::any;
+use portcullis_gateway::config::{
+    RawApiKey, RawAuthenticator, RawBasic, RawConfig, RawConsumer, RawRateLimit, RawRoute,
+    RawTimeouts, RawUpstream,
+};
+use portcullis_service::{Validator, ValidatorConfig};
+use portcullis_test_support::{TestIam, basic, free_port};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+const API_KEY: &str = "pak_test-key-0123456789abcdefghijklmnopqrstuv";
+
+/// An upstream that answers with what it received; `/slow` hangs.
+async fn echo_upstream() -> std::net::SocketAddr {
+    let app = Router::new().fallback(any(|req: Request| async move {
+        if req.uri().path().starts_with("/slow") {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    Value::from(v.to_str().unwrap_or("<binary>")),
+                )
+            })
+            .collect();
+        axum::Json(json!({
+            "method": req.method().as_str(),
+            "path": req.uri().path(),
+            "query": req.uri().query(),
+            "headers": headers,
+        }))
+    }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    addr
+}
+
+fn sha256_hex(s: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn route(name: &str, prefix: &str, auth: &[&str], upstream: &str) -> RawRoute {
+    RawRoute {
+        name: name.into(),
+        path_prefix: prefix.into(),
+        upstream: upstream.into(),
+        auth: auth.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+struct Env {
+    iam: TestIam,
+    gw: portcullis_gateway::RunningGateway,
+    http: reqwest::Client,
+    svc: portcullis_test_support::SecretClient,
+    internal: Arc<Validator>,
+}
+
+impl Env {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.addr)
+    }
+
+    async fn iam_token(&self, scope: &str) -> String {
+        let r = self
+            .iam
+            .token_basic(
+                &self.svc,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", scope),
+                    ("resource", "gateway"),
+                ],
+            )
+            .await;
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn base_config(echo: std::net::SocketAddr, iam: &TestIam) -> RawConfig {
+    let phc = {
+        use argon2::PasswordHasher;
+        let params = argon2::Params::new(8 * 1024, 1, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(b"wonderland")
+            .unwrap()
+            .to_string()
+    };
+    let dead = format!("127.0.0.1:{}", free_port());
+    RawConfig {
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        identity_headers: vec!["x-user-id".into()],
+        limits: portcullis_gateway::config::RawLimits {
+            max_header_bytes: Some(8 * 1024),
+            max_body_bytes: Some(64 * 1024),
+        },
+        timeouts: RawTimeouts {
+            request_ms: Some(700),
+            header_ms: Some(500),
+            ..Default::default()
+        },
+        upstreams: vec![
+            RawUpstream {
+                name: "echo".into(),
+                targets: vec![echo.to_string()],
+                ..Default::default()
+            },
+            RawUpstream {
+                name: "dead".into(),
+                targets: vec![dead],
+                eject_after_failures: Some(0),
+                ..Default::default()
+            },
+        ],
+        consumers: vec![
+            RawConsumer {
+                name: "partner".into(),
+                roles: vec!["reader".into()],
+                scopes: vec!["orders:read".into()],
+                api_keys: vec![RawApiKey {
+                    digest: format!("sha256:{}", sha256_hex(API_KEY)),
+                    expires_at: None,
+                }],
+                basic: None,
+            },
+            RawConsumer {
+                name: "alice".into(),
+                roles: vec!["admin".into()],
+                scopes: vec!["orders:read".into()],
+                api_keys: vec![RawApiKey {
+                    digest: format!("sha256:{}", sha256_hex("pak_expired")),
+                    expires_at: Some(1),
+                }],
+                basic: Some(RawBasic {
+                    username: "alice".into(),
+                    password_hash: phc,
+                }),
+            },
+        ],
+        authenticators: vec![
+            RawAuthenticator {
+                name: "keys".into(),
+                kind: "api_key".into(),
+                query: Some("api_key".into()),
+                ..Default::default()
+            },
+            RawAuthenticator {
+                name: "basic".into(),
+                kind: "basic".into(),
+                ..Default::default()
+            },
+            RawAuthenticator {
+                name: "iam".into(),
+                kind: "jwt".into(),
+                issuer: Some(iam.issuer.clone()),
+                audience: Some("gateway".into()),
+                ..Default::default()
+            },
+            RawAuthenticator {
+                name: "opaque".into(),
+                kind: "introspection".into(),
+                endpoint: Some(iam.url("/oauth2/introspect")),
+                client_id: Some("gw".into()),
+                client_secret_env: Some("PORTCULLIS_TEST_GW_SECRET".into()),
+                ..Default::default()
+            },
+        ],
+        routes: vec![
+            route("public", "/public", &["anonymous"], "echo"),
+            RawRoute {
+                require_scopes: vec!["orders:read".into()],
+                methods: vec!["GET".into()],
+                ..route("orders", "/orders", &["keys", "basic", "iam"], "echo")
+            },
+            RawRoute {
+                require_scopes: vec!["orders:write".into()],
+                ..route("orders-write", "/orders/write", &["keys", "iam"], "echo")
+            },
+            RawRoute {
+                require_roles: vec!["admin".into()],
+                ..route("admin", "/admin", &["basic", "iam"], "echo")
+            },
+            RawRoute {
+                rate_limit: Some(RawRateLimit {
+                    per_second: 1,
+                    burst: Some(2),
+                    key: None,
+                }),
+                ..route("limited", "/limited", &["keys"], "echo")
+            },
+            route("opaque", "/opaque", &["opaque"], "echo"),
+            route("slow", "/slow", &["anonymous"], "echo"),
+            route("down", "/down", &["anonymous"], "dead"),
+        ],
+        ..Default::default()
+    }
+}
+
+async fn env() -> Env {
+    let iam = TestIam::start().await;
+    let svc = iam
+        .secret_client_with("svc", &["orders:read", "orders:write"], &["gateway"])
+        .await;
+    let gw_client = iam
+        .secret_client_with("gw", &["introspect"], &["gateway"])
+        .await;
+    let echo = echo_upstream().await;
+    let secret = gw_client.secret.clone();
+    let env = move |v: &str| (v == "PORTCULLIS_TEST_GW_SECRET").then(|| secret.clone());
+    let config = base_config(echo, &iam).validate(&env).unwrap();
+    let gw = portcullis_gateway::start(config, None, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let internal =
+        Validator::start(ValidatorConfig::new(&gw.issuer, "echo").dangerous_ignore_revocations())
+            .await;
+    Env {
+        iam,
+        gw,
+        http: portcullis_test_support::http_client(),
+        svc,
+        internal,
+    }
+}
+
+async fn upstream_saw(r: reqwest::Response) -> Value {
+    assert_eq!(r.status(), 200, "{:?}", r.headers());
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_authenticates_and_the_upstream_gets_an_internal_token() {
+    let e = env().await;
+    let check = |seen: &Value, sub: &str, method: &str| {
+        let h = &seen["headers"];
+        let auth = h["authorization"]
+            .as_str()
+            .expect("internal token forwarded");
+        let token = auth.strip_prefix("Bearer ").unwrap().to_owned();
+        assert!(h.get("x-api-key").is_none(), "inbound key stripped");
+        (token, sub.to_owned(), method.to_owned())
+    };
+    let mut tokens = Vec::new();
+    // API key in a header, then in the query (never forwarded).
+    let seen = upstream_saw(
+        e.http
+            .get(e.url("/orders/1"))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    tokens.push(check(&seen, "partner", "api_key"));
+    let seen = upstream_saw(
+        e.http
+            .get(e.url(&format!("/orders/1?x=1&api_key={API_KEY}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen["query"], "x=1", "api_key query parameter stripped");
+    tokens.push(check(&seen, "partner", "api_key"));
+    // Basic.
+    let seen = upstream_saw(
+        e.http
+            .get(e.url("/orders/1"))
+            .header("authorization", basic("alice", "wonderland"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    tokens.push(check(&seen, "alice", "basic"));
+    // JWT from the IAM server.
+    let t = e.iam_token("orders:read").await;
+    let seen = upstream_saw(
+        e.http
+            .get(e.url("/orders/1"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(
+        seen["headers"]["authorization"].as_str().unwrap(),
+        format!("Bearer {t}"),
+        "inbound token replaced"
+    );
+    tokens.push(check(&seen, "svc", "jwt"));
+    // Introspection.
+    let t = e.iam_token("orders:read").await;
+    let seen = upstream_saw(
+        e.http
+            .get(e.url("/opaque/x"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    tokens.push(check(&seen, "svc", "introspection"));
+
+    // The upstream can verify each internal token with the service library.
+    for (token, sub, method) in tokens {
+        let p = e
+            .internal
+            .validate(&token)
+            .await
+            .unwrap_or_else(|err| panic!("{method}: {err}"));
+        assert_eq!(p.subject, sub);
+        assert_eq!(p.claims.extra["auth_method"], method.as_str());
+        assert_eq!(p.claims.iss, e.gw.issuer);
+        if method == "jwt" || method == "introspection" {
+            assert!(
+                p.claims.extra["orig_jti"].is_string(),
+                "names the original token"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_the_right_status_and_challenge() {
+    let e = env().await;
+    // Missing credentials: 401 with every challenge of the route.
+    let r = e.http.get(e.url("/orders/1")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let ch: Vec<String> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ch.iter().any(|c| c.starts_with("Basic")) && ch.iter().any(|c| c.starts_with("Bearer")),
+        "{ch:?}"
+    );
+    // Wrong key, expired key, wrong password, garbage token: 401.
+    for (h, v) in [
+        ("x-api-key", "pak_wrong".to_owned()),
+        ("x-api-key", "pak_expired".to_owned()),
+        ("authorization", basic("alice", "queen")),
+        ("authorization", basic("nobody", "x")),
+        ("authorization", "Bearer not.a.token".to_owned()),
+    ] {
+        let r = e
+            .http
+            .get(e.url("/orders/1"))
+            .header(h, &v)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{h}: {v}");
+    }
+    let r = e
+        .http
+        .get(e.url("/orders/1"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    let ch: Vec<String> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ch.iter()
+            .any(|c| c.starts_with("Bearer") && c.contains("error=\"invalid_token\"")),
+        "{ch:?}"
+    );
+    // An invalid credential does not fall through to anonymous or other methods.
+    let r = e
+        .http
+        .get(e.url("/orders/1"))
+        .header("x-api-key", "pak_wrong")
+        .header("authorization", basic("alice", "wonderland"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Insufficient scope and role: 403.
+    let r = e
+        .http
+        .post(e.url("/orders/write"))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("scope=\"orders:write\"")
+    );
+    let t = e.iam_token("orders:read").await;
+    assert_eq!(
+        e.http
+            .get(e.url("/admin/x"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        e.http
+            .get(e.url("/admin/x"))
+            .header("authorization", basic("alice", "wonderland"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Method not allowed, no route.
+    let r = e
+        .http
+        .delete(e.url("/orders/1"))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        e.http.get(e.url("/nothing")).send().await.unwrap().status(),
+        404
+    );
+    // A revoked token at introspection: 401.
+    let t = e.iam_token("orders:read").await;
+    e.iam
+        .http
+        .post(e.iam.url("/oauth2/revoke"))
+        .header("authorization", basic(&e.svc.id, &e.svc.secret))
+        .form(&[("token", t.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        e.http
+            .get(e.url("/opaque/x"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_and_forwarding_headers_never_reach_the_upstream() {
+    let e = env().await;
+    let seen = upstream_saw(
+        e.http
+            .get(e.url("/public/x"))
+            .header("x-portcullis-user", "root")
+            .header("X_Portcullis_Roles", "admin")
+            .header("x-user-id", "1")
+            .header("x_user_id", "1")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("forwarded", "for=10.0.0.1")
+            .header("x-real-ip", "10.0.0.1")
+            .header("authorization", "Bearer forged")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("connection", "x-secret")
+            .header("x-secret", "hop")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let h = seen["headers"].as_object().unwrap();
+    for name in [
+        "x-portcullis-user",
+        "x_portcullis_roles",
+        "x-user-id",
+        "x_user_id",
+        "forwarded",
+        "x-real-ip",
+        "x-secret",
+    ] {
+        assert!(!h.contains_key(name), "{name} reached the upstream: {h:?}");
+    }
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "rewritten by the gateway"
+    );
+    assert!(
+        h["traceparent"].as_str().unwrap().starts_with("00-0af7"),
+        "trace context passed on"
+    );
+    let token = h["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    let p = e.internal.validate(token).await.unwrap();
+    assert_eq!(p.subject, "anonymous", "the forged bearer was replaced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_never_reach_a_protected_route_unauthenticated() {
+    let e = env().await;
+    let attempts = [
+        "/admin",
+        "/%61dmin",
+        "/%61%64%6d%69%6e/x",
+        "//admin",
+        "/./admin",
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/ADMIN",
+        "/Admin/x",
+        "/admin;x=1",
+        "/admin.",
+        "/admin%2Fx",
+        "/public/..%2Fadmin",
+        "/public%2F..%2Fadmin",
+        "/public/..%5Cadmin",
+        "/admin%00",
+        "/public/%252e%252e/admin",
+        "/admin?x=/public",
+        "/admin/%2e%2e/admin",
+    ];
+    for p in attempts {
+        // Raw socket: no client-side normalization of the request target.
+        let resp = raw(
+            e.gw.addr,
+            &format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let status: u16 = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(matches!(status, 400 | 401 | 404), "{p} → {status}: {resp}");
+        assert!(
+            !resp.contains("\"path\""),
+            "{p} reached the upstream: {resp}"
+        );
+    }
+    // The public route still works, and an encoded unreserved char is fine.
+    let resp = raw(
+        e.gw.addr,
+        "GET /p%75blic/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("\"path\":\"/public/a\""),
+        "{resp}"
+    );
+}
+
+fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_limits() {
+    let e = env().await;
+    let a = e.gw.addr;
+    // Both Transfer-Encoding and Content-Length: 400 and the connection closed.
+    let r = raw(
+        a,
+        "POST /public/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert_eq!(
+        r.matches("HTTP/1.1").count(),
+        1,
+        "nothing after the refusal: {r}"
+    );
+    assert!(r.to_ascii_lowercase().contains("connection: close"));
+    // Conflicting Content-Length; `chunkedx`.
+    let r = raw(
+        a,
+        "POST /public/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(
+        a,
+        "POST /public/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunkedx\r\n\r\n0\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // Oversize headers: 431; oversize body: 413.
+    let r = e
+        .http
+        .get(e.url("/public/x"))
+        .header("x-big", "a".repeat(10 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let r = e
+        .http
+        .post(e.url("/public/x"))
+        .body(vec![b'a'; 100 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Slow headers: the connection is dropped after the header timeout.
+    let mut s = std::net::TcpStream::connect(a).unwrap();
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "slow client cut off"
+    );
+    assert!(!String::from_utf8_lossy(&buf).contains("\"path\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_and_rate_limits() {
+    let e = env().await;
+    let r = e.http.get(e.url("/down/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        !r.text().await.unwrap().contains("127.0.0.1"),
+        "generic body"
+    );
+    assert_eq!(
+        e.http.get(e.url("/slow")).send().await.unwrap().status(),
+        504
+    );
+    // Burst of 2, then 429 with headers.
+    let get = || {
+        e.http
+            .get(e.url("/limited"))
+            .header("x-api-key", API_KEY)
+            .send()
+    };
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["ratelimit-limit"], "2");
+    assert_eq!(get().await.unwrap().status(), 200);
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_a_broken_file_and_applies_a_good_one() {
+    let iam = TestIam::start().await;
+    let echo = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let good = format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"echo\"\ntargets = [\"{echo}\"]\n\
+         [[routes]]\nname = \"a\"\npath_prefix = \"/a\"\nupstream = \"echo\"\nauth = [\"anonymous\"]\n"
+    );
+    std::fs::write(&file, &good).unwrap();
+    let config = portcullis_gateway::load(&file, &|_| {}).unwrap();
+    let gw = portcullis_gateway::start(config, Some(file.clone()), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let http = portcullis_test_support::http_client();
+    let get = |p: &str| http.get(format!("http://{}{p}", gw.addr)).send();
+    assert_eq!(get("/a").await.unwrap().status(), 200);
+    std::fs::write(
+        &file,
+        good.replace("upstream = \"echo\"", "upstream = \"nope\""),
+    )
+    .unwrap();
+    let err = gw.reload().await.unwrap_err().to_string();
+    assert!(
+        err.contains("gateway.toml") && err.contains("routes[0].upstream"),
+        "{err}"
+    );
+    assert_eq!(
+        get("/a").await.unwrap().status(),
+        200,
+        "old config keeps serving"
+    );
+    std::fs::write(&file, good.replace("/a", "/b")).unwrap();
+    gw.reload().await.unwrap();
+    assert_eq!(get("/a").await.unwrap().status(), 404);
+    assert_eq!(get("/b").await.unwrap().status(), 200);
+    drop(iam);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests() {
+    let e = env().await;
+    let url = e.url("/public/x");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (e.http.clone(), url.clone());
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    e.gw.shutdown(Duration::from_secs(5)).await;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(status) => assert_eq!(status, 200),
+            // A request not yet accepted when the listener closed is refused
+            // at connect, never half-answered.
+            Err(err) => assert!(err.is_connect(), "{err}"),
+        }
+    }
+}
