@@ -212,6 +212,10 @@ pub struct RawRoute {
     /// Remove the prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Forward the client's own `Authorization` instead of an internal
+    /// token (pass-through to an OAuth server). Anonymous routes only.
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 /// A GCRA rate limit.
@@ -367,6 +371,8 @@ pub struct Route {
     pub rate_limit: Option<(u32, u32, LimitKey)>,
     /// Strip the prefix.
     pub strip_prefix: bool,
+    /// Keep the client's `Authorization`; no internal token.
+    pub forward_credentials: bool,
 }
 
 fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -579,6 +585,12 @@ impl RawConfig {
                     ));
                 }
             }
+            if r.forward_credentials && r.auth.iter().any(|a| a != "anonymous") {
+                return Err(err(
+                    format!("{at}.forward_credentials"),
+                    "only for anonymous routes: an authenticated route forwards an internal token",
+                ));
+            }
             let prefix = crate::pipeline::route::normalize(&r.path_prefix)
                 .map_err(|e| err(format!("{at}.path_prefix"), e.to_string()))?;
             let prefix = prefix.trim_end_matches('/').to_owned();
@@ -625,6 +637,7 @@ impl RawConfig {
                 require_roles: r.require_roles,
                 rate_limit,
                 strip_prefix: r.strip_prefix,
+                forward_credentials: r.forward_credentials,
             });
         }
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));

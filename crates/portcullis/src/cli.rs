@@ -147,6 +147,15 @@ pub struct DevArgs {
     /// Admin listener.
     #[arg(long, default_value = "127.0.0.1:9001")]
     pub admin_listen: String,
+    /// Gateway listener.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway_listen: String,
+    /// Gateway admin listener (its JWKS, metrics).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub gateway_admin_listen: String,
+    /// Demo service listener.
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    pub demo_listen: String,
 }
 
 /// How CLI commands reach the admin API.

@@ -64,7 +64,7 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
             secret: Some(demo_secret.clone()),
             allowed_scopes: vec!["orders:read".into(), "orders:write".into()],
             default_scopes: vec!["orders:read".into()],
-            allowed_audiences: vec!["orders-api".into()],
+            allowed_audiences: vec!["orders-api".into(), "gateway".into()],
             default_audiences: vec!["orders-api".into()],
             ..Default::default()
         }],
@@ -76,6 +76,32 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         .context("starting the IAM server")?;
     let issuer = server.issuer.to_string();
     let admin = format!("http://{}", server.admin_addr);
+
+    // The gateway in front of the demo service and the IAM server.
+    let api_key = secret_file(&dir.join("demo-api-key"), || {
+        Ok(format!("pak_{}", random_token(32)?))
+    })?;
+    let gw_admin: std::net::SocketAddr = args.gateway_admin_listen.parse().map_err(|_| {
+        Failure::Config(format!(
+            "--gateway-admin-listen: not host:port: {}",
+            args.gateway_admin_listen
+        ))
+    })?;
+    let demo_addr: std::net::SocketAddr = args.demo_listen.parse().map_err(|_| {
+        Failure::Config(format!(
+            "--demo-listen: not host:port: {}",
+            args.demo_listen
+        ))
+    })?;
+    let gw_issuer = format!("http://{gw_admin}");
+    let demo = crate::demo::start_whoami(demo_addr, gw_issuer.clone())
+        .await
+        .context("starting the demo service")?;
+    let gw_config = gateway_config(&args, &api_key, demo, server.public_addr, &issuer, dir)?;
+    let gateway = portcullis_gateway::start(gw_config, None, std::sync::Arc::new(|_| {}))
+        .await
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("starting the gateway: {e}")))?;
+    let gw = format!("http://{}", gateway.addr);
     let dir = dir.display();
     let banner = [
         String::new(),
@@ -95,11 +121,106 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
             "  curl -s -u '{DEMO_CLIENT}:{demo_secret}' -d grant_type=client_credentials \\\n    -d 'scope=orders:read orders:write' {issuer}/oauth2/token"
         ),
         String::new(),
+        String::new(),
+        format!(
+            "  gateway       {gw}   (internal-token JWKS at {gw_issuer}/.well-known/jwks.json)"
+        ),
+        format!("  demo API key  {api_key}"),
+        String::new(),
+        "Call the demo service through the gateway, with the API key, then with a bearer token:"
+            .into(),
+        String::new(),
+        format!("  curl -s -H 'x-api-key: {api_key}' {gw}/whoami"),
+        format!(
+            "  TOKEN=$(curl -s -u '{DEMO_CLIENT}:{demo_secret}' -d grant_type=client_credentials -d scope=orders:read -d resource=gateway {gw}/iam/oauth2/token | jq -r .access_token)"
+        ),
+        format!("  curl -s -H \"authorization: Bearer $TOKEN\" {gw}/whoami"),
+        String::new(),
         format!("Manage clients:  cargo run -q -- clients list   (reads {dir}/admin-token)"),
         "Stop with Ctrl-C.".into(),
     ];
     println!("{}", banner.join("\n"));
     crate::serve::terminated().await;
+    gateway.shutdown(std::time::Duration::from_secs(5)).await;
     server.shutdown().await;
     Ok(())
+}
+
+/// The gateway of development mode: `/whoami` (API key or IAM bearer token,
+/// scope `orders:read`) in front of the demo service, `/iam/…` in front of
+/// the IAM server.
+fn gateway_config(
+    args: &DevArgs,
+    api_key: &str,
+    demo: std::net::SocketAddr,
+    iam: std::net::SocketAddr,
+    issuer: &str,
+    dir: &Path,
+) -> Result<portcullis_gateway::config::Config, Failure> {
+    use portcullis_gateway::config::*;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, api_key.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let raw = RawConfig {
+        listen: Some(args.gateway_listen.clone()),
+        admin_listen: Some(args.gateway_admin_listen.clone()),
+        signing_key_file: Some(dir.join("gateway-key.pem").display().to_string()),
+        upstreams: vec![
+            RawUpstream {
+                name: "whoami".into(),
+                targets: vec![demo.to_string()],
+                ..Default::default()
+            },
+            RawUpstream {
+                name: "iam".into(),
+                targets: vec![iam.to_string()],
+                ..Default::default()
+            },
+        ],
+        consumers: vec![RawConsumer {
+            name: "demo-partner".into(),
+            scopes: vec!["orders:read".into()],
+            roles: vec!["partner".into()],
+            api_keys: vec![RawApiKey {
+                digest: format!("sha256:{hex}"),
+                expires_at: None,
+            }],
+            basic: None,
+        }],
+        authenticators: vec![
+            RawAuthenticator {
+                name: "keys".into(),
+                kind: "api_key".into(),
+                ..Default::default()
+            },
+            RawAuthenticator {
+                name: "iam".into(),
+                kind: "jwt".into(),
+                issuer: Some(issuer.to_owned()),
+                audience: Some("gateway".into()),
+                ..Default::default()
+            },
+        ],
+        routes: vec![
+            RawRoute {
+                name: "whoami".into(),
+                path_prefix: "/whoami".into(),
+                upstream: "whoami".into(),
+                auth: vec!["keys".into(), "iam".into()],
+                require_scopes: vec!["orders:read".into()],
+                ..Default::default()
+            },
+            RawRoute {
+                name: "iam".into(),
+                path_prefix: "/iam".into(),
+                upstream: "iam".into(),
+                auth: vec!["anonymous".into()],
+                strip_prefix: true,
+                forward_credentials: true,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    raw.validate(&|_| None)
+        .map_err(|e| Failure::Config(format!("dev gateway: {e}")))
 }

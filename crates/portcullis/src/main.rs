@@ -6,6 +6,7 @@
 
 mod admin;
 mod cli;
+mod demo;
 mod dev;
 mod gateway;
 mod serve;

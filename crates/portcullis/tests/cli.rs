@@ -171,7 +171,13 @@ fn banner(child: &mut std::process::Child) -> String {
 async fn dev_mode_prints_working_credentials_and_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join(".portcullis");
-    let (p, a) = (free_port(), free_port());
+    let (p, a, g, ga, d) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let start = || {
         Command::new(BIN)
             .args(["--log", "warn", "dev", "--data-dir", data.to_str().unwrap()])
@@ -181,6 +187,13 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
                 "--admin-listen",
                 &format!("127.0.0.1:{a}"),
             ])
+            .args([
+                "--gateway-listen",
+                &format!("127.0.0.1:{g}"),
+                "--gateway-admin-listen",
+                &format!("127.0.0.1:{ga}"),
+            ])
+            .args(["--demo-listen", &format!("127.0.0.1:{d}")])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -216,6 +229,61 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
         .await
         .unwrap();
     assert_eq!(v["scope"], "orders:read orders:write");
+
+    // Through the gateway: the API key, then a bearer token from the IAM
+    // server (fetched through the gateway's /iam route).
+    let api_key = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("demo API key  "))
+        .expect("api key printed")
+        .to_owned();
+    let gw = format!("http://127.0.0.1:{g}");
+    let who: Value = http
+        .get(format!("{gw}/whoami"))
+        .header("x-api-key", &api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["caller"], "demo-partner", "{who}");
+    assert_eq!(who["authenticated_at_gateway_with"], "api_key");
+    let t: Value = http
+        .post(format!("{gw}/iam/oauth2/token"))
+        .header("authorization", basic(&c.id, &c.secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "orders:read"),
+            ("resource", "gateway"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = t["access_token"].as_str().unwrap();
+    let who: Value = http
+        .get(format!("{gw}/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["caller"], "demo-service", "{who}");
+    assert_eq!(who["authenticated_at_gateway_with"], "jwt");
+    assert!(who["original_token_jti"].is_string());
+    assert_eq!(
+        http.get(format!("{gw}/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let _ = child.kill();
     let _ = child.wait();
 

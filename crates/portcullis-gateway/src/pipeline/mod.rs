@@ -88,16 +88,20 @@ async fn run(
     let limit = rate_limit(c, &who, client_ip)?;
 
     // 5. Propagate identity.
-    let token = rt
-        .minter
-        .token(&who, &c.pool.name, now())
-        .ok_or(Reject::Internal)?;
+    let token = match r.forward_credentials {
+        true => None,
+        false => Some(
+            rt.minter
+                .token(&who, &c.pool.name, now())
+                .ok_or(Reject::Internal)?,
+        ),
+    };
     propagate::rewrite(
         &mut parts.headers,
         &rt.config.identity_headers,
         client_ip,
         host.as_deref(),
-        Some(&token),
+        token.as_deref(),
     );
     if let Some(header) = api_key_header(c) {
         parts.headers.remove(header);

@@ -127,9 +127,15 @@ pub fn rewrite(
     host: Option<&str>,
     token: Option<&str>,
 ) {
+    // With no internal token (a pass-through route) the client's own
+    // Authorization is forwarded; every other stripped header still goes.
+    let keep_auth = token.is_none();
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| stripped(k.as_str(), extra_stripped))
+        .filter(|k| {
+            stripped(k.as_str(), extra_stripped)
+                && !(keep_auth && *k == http::header::AUTHORIZATION)
+        })
         .cloned()
         .collect();
     for k in doomed {
