@@ -147,6 +147,16 @@ async fn clients_and_keys_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
+/// Kills the child when dropped, so a failing assertion leaves no server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads the dev banner until its last line, with a deadline.
 fn banner(child: &mut std::process::Child) -> String {
     let stdout = child.stdout.take().unwrap();
@@ -200,8 +210,8 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
             .unwrap()
     };
     let t0 = Instant::now();
-    let mut child = start();
-    let text = banner(&mut child);
+    let mut child = KillOnDrop(start());
+    let text = banner(&mut child.0);
     assert!(t0.elapsed() < Duration::from_secs(30));
     assert!(text.contains(&format!("http://127.0.0.1:{p}")), "{text}");
     let secret = text
@@ -284,15 +294,13 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
             .status(),
         401
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     // Restart: same secret, same data.
-    let mut child = start();
-    let text = banner(&mut child);
+    let mut child = KillOnDrop(start());
+    let text = banner(&mut child.0);
     assert!(text.contains(&secret));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     for f in [
         "master.key",
         "admin-token",
