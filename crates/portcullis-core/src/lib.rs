@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod config;
 pub mod ids;
 pub mod jose;
 pub mod oauth;

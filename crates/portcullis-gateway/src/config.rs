@@ -7,21 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// A configuration problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("key `{key}`: {problem}")]
-pub struct ConfigError {
-    /// Dotted key, e.g. `routes[2].upstream`.
-    pub key: String,
-    /// What is wrong or expected.
-    pub problem: String,
-}
+pub use portcullis_core::config::ConfigError;
 
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        problem: problem.into(),
-    }
+    ConfigError::new(key, problem)
 }
 
 /// `gateway.toml` as written.

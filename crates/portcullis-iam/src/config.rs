@@ -96,21 +96,10 @@ pub struct RawClient {
     pub enabled: Option<bool>,
 }
 
-/// A configuration problem: which key, what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("key `{key}`: {problem}")]
-pub struct ConfigError {
-    /// Dotted key path, e.g. `clients[2].secret_env`.
-    pub key: String,
-    /// What was expected.
-    pub problem: String,
-}
+pub use portcullis_core::config::ConfigError;
 
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        problem: problem.into(),
-    }
+    ConfigError::new(key, problem)
 }
 
 /// The credential of a declared client, before hashing.

@@ -1,7 +1,7 @@
 //! `private_key_jwt` client assertions (RFC 7523 §3, OIDC Core §9).
 
 use super::MAX_JWT_BYTES;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 
@@ -88,36 +88,6 @@ const ACCEPTED: [Algorithm; 9] = [
     Algorithm::PS512,
 ];
 
-/// Whether a JWK can carry `alg`: key type bound to algorithm family, and the
-/// key's own `alg`, when it has one, equal to the header's.
-fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
-    let family_ok = match &jwk.algorithm {
-        AlgorithmParameters::EllipticCurve(p) => {
-            use jsonwebtoken::jwk::EllipticCurve as C;
-            matches!(
-                (alg, &p.curve),
-                (Algorithm::ES256, C::P256) | (Algorithm::ES384, C::P384)
-            )
-        }
-        AlgorithmParameters::OctetKeyPair(_) => alg == Algorithm::EdDSA,
-        AlgorithmParameters::RSA(_) => matches!(
-            alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-        ),
-        _ => false,
-    };
-    let alg_ok = match jwk.common.key_algorithm {
-        None => true,
-        Some(ka) => ka.to_string() == format!("{alg:?}"),
-    };
-    family_ok && alg_ok
-}
-
 /// Verifies a client assertion for `client_id` against its registered keys.
 ///
 /// Replay protection is the caller's: record `jti` until `exp` and refuse a
@@ -147,7 +117,7 @@ pub fn verify_client_assertion(
             (Some(_), None) => false,
             (None, _) => true,
         })
-        .filter(|k| key_fits(k, header.alg))
+        .filter(|k| super::validate::accepts(k, header.alg))
         .collect();
     if candidates.is_empty() {
         return Err(AssertionError::UnknownKey);

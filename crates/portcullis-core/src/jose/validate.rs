@@ -154,6 +154,29 @@ fn key_algorithm(jwk: &Jwk) -> Result<Algorithm, JwkError> {
     }
 }
 
+/// Whether `jwk` may verify `alg`: its type, curve and stated `alg` agree
+/// with it. An RSA key without `alg` fits any RSA algorithm (client keys are
+/// often registered that way); resource-server keys use [`VerifyKey`], which
+/// requires RSA keys to state their algorithm.
+pub(crate) fn accepts(jwk: &Jwk, alg: Algorithm) -> bool {
+    match key_algorithm(jwk) {
+        Ok(a) => a == alg,
+        Err(_) => {
+            matches!(jwk.algorithm, AlgorithmParameters::RSA(_))
+                && jwk.common.key_algorithm.is_none()
+                && matches!(
+                    alg,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                )
+        }
+    }
+}
+
 impl VerifyKey {
     /// Builds a key from a public JWK, for one of the `allowed` algorithms.
     /// Refuses private or symmetric material, `use` other than `sig`, and
