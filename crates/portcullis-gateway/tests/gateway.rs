@@ -742,3 +742,61 @@ async fn shutdown_drains_in_flight_requests() {
         "no new connections after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_balance_eject_failing_targets_and_follow_health_checks() {
+    let live = echo_upstream().await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let raw = RawConfig {
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        upstreams: vec![
+            // Passive: two consecutive failures eject the dead target.
+            RawUpstream {
+                name: "passive".into(),
+                targets: vec![live.to_string(), dead.clone()],
+                eject_after_failures: Some(2),
+                eject_ms: Some(60_000),
+                ..Default::default()
+            },
+            // Active: the health check finds the dead target before any request does.
+            RawUpstream {
+                name: "active".into(),
+                targets: vec![live.to_string(), dead.clone()],
+                eject_after_failures: Some(0),
+                health_check: Some(portcullis_gateway::config::RawHealthCheck {
+                    path: "/healthz".into(),
+                    interval_ms: Some(100),
+                    timeout_ms: Some(200),
+                }),
+                ..Default::default()
+            },
+        ],
+        routes: vec![
+            route("p", "/p", &["anonymous"], "passive"),
+            route("a", "/a", &["anonymous"], "active"),
+        ],
+        ..Default::default()
+    };
+    let gw = portcullis_gateway::start(raw.validate(&|_| None).unwrap(), None, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let http = portcullis_test_support::http_client();
+    let status = |p: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{}{p}", gw.addr));
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // Round robin: the dead target fails at most twice, then is ejected.
+    let mut failures = 0;
+    for _ in 0..20 {
+        if status("/p").await == 502 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 2, "ejected after two consecutive failures");
+    // Active checks mark the dead target down: no request ever fails.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..20 {
+        assert_eq!(status("/a").await, 200);
+    }
+}
