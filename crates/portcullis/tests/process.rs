@@ -467,3 +467,71 @@ async fn logs_carry_audit_events_and_never_a_secret_or_token() {
     assert_eq!(issued["target"], "portcullis::audit");
     assert!(issued["jti"].as_str().is_some_and(|j| !j.is_empty()));
 }
+
+#[tokio::test]
+async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    // The upstream is the IAM server's /healthz: any HTTP server will do.
+    let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
+    let port = portcullis_test_support::free_port();
+    let config = |prefix: &str| {
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"iam\"\ntargets = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath_prefix = \"{prefix}\"\nupstream = \"iam\"\nauth = [\"anonymous\"]\nstrip_prefix = true\n",
+            iam.addr
+        )
+    };
+    std::fs::write(&file, config("/one")).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--log",
+            "warn",
+            "gateway",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = http_client();
+    let status = |p: &str| {
+        let (http, url) = (http.clone(), format!("http://127.0.0.1:{port}{p}"));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let wait_for = |p: &'static str, want: u16| async move {
+        for _ in 0..60 {
+            if status(p).await == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(wait_for("/one/healthz", 200).await, "gateway up");
+    // A file change is picked up.
+    std::fs::write(&file, config("/two")).unwrap();
+    assert!(wait_for("/two/healthz", 200).await, "reloaded on change");
+    assert_eq!(status("/one/healthz").await, 404);
+    // A broken file is refused; the running config keeps serving.
+    std::fs::write(&file, "listen = [broken").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status("/two/healthz").await, 200);
+    // SIGHUP reloads too.
+    std::fs::write(&file, config("/three")).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    assert!(wait_for("/three/healthz", 200).await, "reloaded on SIGHUP");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
+}
