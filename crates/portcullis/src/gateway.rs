@@ -31,13 +31,25 @@ pub async fn serve(args: GatewayArgs, log: LogArgs) -> Result<(), Failure> {
                 raw.admin_listen = admin.clone();
             }
         });
+    // Capture what was loaded and install SIGHUP before serving, so a change
+    // or a signal arriving right after start is never missed (or fatal).
+    let loaded = std::fs::read(&args.config).ok();
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup = None::<()>;
     let config = portcullis_gateway::load(&args.config, &*overlay).map_err(config_failure)?;
     let gw = Arc::new(
         portcullis_gateway::start(config, Some(args.config.clone()), overlay)
             .await
             .map_err(config_failure)?,
     );
-    let reloader = tokio::spawn(reload_on_signal_or_change(gw.clone(), args.config.clone()));
+    let reloader = tokio::spawn(reload_on_signal_or_change(
+        gw.clone(),
+        args.config.clone(),
+        loaded,
+        hup,
+    ));
     crate::serve::terminated().await;
     reloader.abort();
     tracing::info!("shutting down: draining in-flight requests");
@@ -53,10 +65,10 @@ pub async fn serve(args: GatewayArgs, log: LogArgs) -> Result<(), Failure> {
 async fn reload_on_signal_or_change(
     gw: Arc<portcullis_gateway::RunningGateway>,
     path: std::path::PathBuf,
+    mut last: Option<Vec<u8>>,
+    #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
+    #[cfg(not(unix))] _hup: Option<()>,
 ) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last = std::fs::read(&path).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         #[cfg(unix)]

@@ -507,7 +507,7 @@ async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken
         }
     };
     let wait_for = |p: &'static str, want: u16| async move {
-        for _ in 0..60 {
+        for _ in 0..100 {
             if status(p).await == want {
                 return true;
             }
