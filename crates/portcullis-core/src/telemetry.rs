@@ -18,6 +18,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();
+        // Histogram samples accumulate until drained; without upkeep a
+        // process that is never scraped grows without bound.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("prometheus-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
         // Another recorder may already be installed by an embedding program;
         // then metrics go there and this handle renders only its own.
         let _ = metrics::set_global_recorder(recorder);

@@ -187,6 +187,8 @@ pub async fn start(
     config_path: Option<PathBuf>,
     overlay: Arc<dyn Fn(&mut RawConfig) + Send + Sync>,
 ) -> Result<RunningGateway, GatewayError> {
+    // Install the recorder now, so requests before the first scrape count.
+    portcullis_core::telemetry::prometheus();
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await

@@ -659,6 +659,20 @@ async fn upstream_failures_and_rate_limits() {
         e.http.get(e.url("/slow")).send().await.unwrap().status(),
         504
     );
+    // Requests are counted from the first one, before any scrape.
+    let m = e
+        .http
+        .get(format!("http://{}/metrics", e.gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("portcullis_gateway_requests_total") && m.contains("route=\"down\""),
+        "{m}"
+    );
     // Burst of 2, then 429 with headers.
     let get = || {
         e.http
