@@ -460,3 +460,17 @@ impl TestIam {
         }
     }
 }
+
+/// A client-credentials token request with HTTP Basic to the server at `base`.
+pub async fn client_credentials(
+    http: &reqwest::Client,
+    base: &str,
+    c: &SecretClient,
+) -> reqwest::Response {
+    http.post(format!("{base}/oauth2/token"))
+        .header("authorization", basic(&c.id, &c.secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request")
+}

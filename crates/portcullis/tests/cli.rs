@@ -32,13 +32,8 @@ fn json(out: &str) -> Value {
 }
 
 async fn token_status(iam: &BinaryIam, c: &SecretClient) -> u16 {
-    http_client()
-        .post(format!("{}/oauth2/token", iam.base()))
-        .header("authorization", basic(&c.id, &c.secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
+    portcullis_test_support::client_credentials(&http_client(), &iam.base(), c)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }

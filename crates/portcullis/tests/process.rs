@@ -329,13 +329,8 @@ async fn flags_override_environment_override_file() {
     let expires_in = |iam: BinaryIam| {
         let (http, c) = (http.clone(), c.clone());
         async move {
-            let v: Value = http
-                .post(format!("{}/oauth2/token", iam.base()))
-                .header("authorization", basic(&c.id, &c.secret))
-                .form(&[("grant_type", "client_credentials")])
-                .send()
+            let v: Value = portcullis_test_support::client_credentials(&http, &iam.base(), &c)
                 .await
-                .unwrap()
                 .json()
                 .await
                 .unwrap();
