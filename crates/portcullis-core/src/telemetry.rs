@@ -35,3 +35,50 @@ pub fn prometheus() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// Labels [`label`] keeps before it answers `"other"`.
+pub const MAX_LABELS: usize = 4096;
+
+/// A `'static` copy of a metric label drawn from a bounded set (route
+/// templates and names, status codes), so recording a request allocates
+/// nothing. Past [`MAX_LABELS`] distinct values it answers `"other"`, so an
+/// unbounded input can never grow memory.
+pub fn label(value: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::RwLock;
+    static SEEN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Ok(set) = seen.read()
+        && let Some(s) = set.get(value)
+    {
+        return s;
+    }
+    let Ok(mut set) = seen.write() else {
+        return "other";
+    };
+    if let Some(s) = set.get(value) {
+        return s;
+    }
+    if set.len() >= MAX_LABELS {
+        return "other";
+    }
+    let s: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    set.insert(s);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_shared_and_bounded() {
+        let a = label("route-a");
+        assert!(std::ptr::eq(a, label(&String::from("route-a"))));
+        for i in 0..MAX_LABELS + 10 {
+            let _ = label(&format!("filler-{i}"));
+        }
+        assert_eq!(label("never-seen-before"), "other");
+        assert!(std::ptr::eq(a, label("route-a")));
+    }
+}

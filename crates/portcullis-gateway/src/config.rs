@@ -236,7 +236,7 @@ pub struct Config {
     pub internal_token_ttl: u64,
     /// Trusted proxy addresses.
     pub trusted_proxies: HashSet<IpAddr>,
-    /// Lower-cased identity headers to strip.
+    /// Identity headers to strip, lower-cased with `_` folded to `-`.
     pub identity_headers: Vec<String>,
     /// Header limit.
     pub max_header_bytes: usize,
@@ -640,7 +640,7 @@ impl RawConfig {
             identity_headers: self
                 .identity_headers
                 .iter()
-                .map(|h| h.to_ascii_lowercase())
+                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
                 .collect(),
             max_header_bytes: self.limits.max_header_bytes.unwrap_or(16 * 1024),
             max_body_bytes: self.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024),

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 pub struct Target {
     /// Address.
     pub addr: SocketAddr,
+    /// `addr` as a URI authority and as a `Host` value, parsed once.
+    pub authority: http::uri::Authority,
+    /// `Host` header value for requests to this target.
+    pub host: http::HeaderValue,
     healthy: AtomicBool,
     failures: AtomicU32,
     ejected_until_ms: AtomicU64,
@@ -27,18 +31,31 @@ pub struct Pool {
     eject_for: Duration,
     epoch: Instant,
     health: Option<(String, Duration, Duration)>,
+    /// Upstream latency histogram, registered once (the metrics recorder is
+    /// installed before any pool is built).
+    pub upstream_seconds: metrics::Histogram,
 }
 
 impl Pool {
     /// A pool from config; every target starts healthy.
     pub fn new(u: &Upstream) -> Self {
         Self {
+            upstream_seconds: metrics::histogram!(
+                "portcullis_gateway_upstream_seconds",
+                "upstream" => u.name.clone()
+            ),
             name: Arc::from(u.name.as_str()),
             targets: u
                 .targets
                 .iter()
                 .map(|&addr| Target {
                     addr,
+                    authority: addr
+                        .to_string()
+                        .parse()
+                        .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
+                    host: http::HeaderValue::from_str(&addr.to_string())
+                        .unwrap_or_else(|_| http::HeaderValue::from_static("invalid")),
                     healthy: AtomicBool::new(true),
                     failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),

@@ -151,6 +151,7 @@ pub async fn start_with_clock(
         auth,
         admin_token: config.admin_token,
         signing_alg: config.signing_alg,
+        body_limit: config.max_body_bytes,
     });
     if state.admin_token.is_none() {
         tracing::warn!("no admin_token configured: the admin API answers 503");
@@ -175,11 +176,7 @@ pub async fn start_with_clock(
         })
     };
     let servers = vec![
-        serve(
-            public,
-            http::public_router(state.clone(), config.max_body_bytes),
-            rx.clone(),
-        ),
+        serve(public, http::public_router(state.clone()), rx.clone()),
         serve(
             admin,
             http::admin_router(state.clone(), config.max_body_bytes),

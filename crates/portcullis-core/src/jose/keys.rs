@@ -220,9 +220,14 @@ impl SigningKey {
 
     /// Signs `claims` as a JWT access token (`typ: at+jwt`, this key's `kid`).
     pub fn sign_access_token<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
-        let mut out = String::with_capacity(self.at_header_prefix.len() + 512);
+        // Sized once: claims are a few hundred bytes, the signature ≤ 512.
+        let mut json = Vec::with_capacity(512);
+        serde_json::to_writer(&mut json, claims)?;
+        let mut out = String::with_capacity(
+            self.at_header_prefix.len() + json.len().div_ceil(3) * 4 + 1 + 700,
+        );
         out.push_str(&self.at_header_prefix);
-        B64.encode_string(serde_json::to_vec(claims)?, &mut out);
+        B64.encode_string(&json, &mut out);
         self.finish(out)
     }
 

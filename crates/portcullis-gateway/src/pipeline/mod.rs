@@ -101,7 +101,7 @@ async fn run(
         &rt.config.identity_headers,
         client_ip,
         host.as_deref(),
-        token.as_deref(),
+        token.as_ref(),
     );
     if let Some(header) = api_key_header(c) {
         parts.headers.remove(header);

@@ -15,7 +15,7 @@ pub struct Minter {
     key: Arc<SigningKey>,
     issuer: String,
     ttl: u64,
-    cache: moka::sync::Cache<TokenKey, (Arc<str>, u64)>,
+    cache: moka::sync::Cache<TokenKey, (HeaderValue, u64)>,
 }
 
 /// (inbound credential digest, upstream name).
@@ -46,8 +46,9 @@ impl Minter {
         &self.issuer
     }
 
-    /// An internal token for `who` to `audience` (the upstream's name).
-    pub fn token(&self, who: &Identity, audience: &Arc<str>, now: u64) -> Option<Arc<str>> {
+    /// An internal token for `who` to `audience` (the upstream's name), as
+    /// the ready `Authorization: Bearer …` value (cloning it is a refcount).
+    pub fn token(&self, who: &Identity, audience: &Arc<str>, now: u64) -> Option<HeaderValue> {
         let key = (who.credential_digest, audience.clone());
         if let Some((t, exp)) = self.cache.get(&key)
             && now + self.ttl / 2 < exp
@@ -76,7 +77,9 @@ impl Minter {
             "auth_method": who.method,
             "orig_jti": who.token_jti,
         });
-        let t: Arc<str> = Arc::from(self.key.sign_access_token(&claims).ok()?);
+        let t = self.key.sign_access_token(&claims).ok()?;
+        let mut t = HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
+        t.set_sensitive(true);
         self.cache.insert(key, (t.clone(), exp));
         Some(t)
     }
@@ -101,22 +104,31 @@ const ALWAYS_STRIPPED: [&str; 12] = [
 /// Whether an inbound header must go: credentials, identity and forwarding
 /// headers, compared after folding `_` to `-` (servers that accept
 /// underscores would otherwise see `X_Portcullis_User` as identity).
+/// `extra` is already lower-case and folded (see the config).
 fn stripped(name: &str, extra: &[String]) -> bool {
-    let folded: String = name
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
-    folded.starts_with("x-portcullis-")
-        || ALWAYS_STRIPPED.contains(&folded.as_str())
-        || extra
-            .iter()
-            .any(|e| *e == folded || e.replace('_', "-") == folded)
+    // Every header this strips starts with `x`, `a`, `p` or `f`: most
+    // headers are decided by their first byte.
+    if !matches!(
+        name.as_bytes().first().map(u8::to_ascii_lowercase),
+        Some(b'x' | b'a' | b'p' | b'f')
+    ) && extra.is_empty()
+    {
+        return false;
+    }
+    // `_` reads as `-`, and case does not matter.
+    let fold = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    let starts_folded = |want: &str| {
+        name.len() >= want.len() && want.bytes().zip(name.bytes()).all(|(w, n)| w == fold(n))
+    };
+    let folded_eq = |want: &str| want.len() == name.len() && starts_folded(want);
+    let has_prefix = starts_folded("x-portcullis-");
+    has_prefix || ALWAYS_STRIPPED.iter().any(|h| folded_eq(h)) || extra.iter().any(|h| folded_eq(h))
 }
 
 /// Rewrites request headers for the upstream.
@@ -125,33 +137,41 @@ pub fn rewrite(
     extra_stripped: &[String],
     client_ip: IpAddr,
     host: Option<&str>,
-    token: Option<&str>,
+    token: Option<&HeaderValue>,
 ) {
     // With no internal token (a pass-through route) the client's own
     // Authorization is forwarded; every other stripped header still goes.
     let keep_auth = token.is_none();
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            stripped(k.as_str(), extra_stripped)
-                && !(keep_auth && *k == http::header::AUTHORIZATION)
-        })
-        .cloned()
-        .collect();
-    for k in doomed {
-        headers.remove(&k);
+    let doomed = |k: &HeaderName| {
+        stripped(k.as_str(), extra_stripped) && !(keep_auth && *k == http::header::AUTHORIZATION)
+    };
+    if headers.keys().any(doomed) {
+        let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+        for k in names {
+            headers.remove(&k);
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
-        headers.insert("x-forwarded-for", v);
+    // Formatted on the stack: an IPv6 address is at most 45 bytes.
+    let mut ip = [0u8; 45];
+    let written = {
+        let mut w = &mut ip[..];
+        std::io::Write::write_fmt(&mut w, format_args!("{client_ip}")).map(|()| 45 - w.len())
+    };
+    if let Ok(Ok(v)) = written.map(|n| HeaderValue::from_bytes(&ip[..n])) {
+        headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert("x-forwarded-host", h);
+        headers.insert(&X_FORWARDED_HOST, h);
     }
-    if let Some(t) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-        headers.insert(http::header::AUTHORIZATION, t);
+    if let Some(t) = token {
+        headers.insert(http::header::AUTHORIZATION, t.clone());
     }
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The query string without the API-key parameter (never forwarded).
 pub fn strip_query_param(query: Option<&str>, param: Option<&str>) -> Option<String> {

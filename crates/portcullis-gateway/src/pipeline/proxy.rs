@@ -5,7 +5,7 @@
 
 use crate::upstream::Pool;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, Request, Response, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
@@ -44,19 +44,32 @@ pub fn client(connect_timeout: Duration, idle: Duration) -> UpstreamClient {
         .build(c)
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    // One pass of cheap name comparisons; most messages have none of these.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    if h.contains_key(http::header::CONNECTION) {
+        remove_connection_named(h);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+fn remove_connection_named(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -65,9 +78,6 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
     for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
         h.remove(n);
     }
 }
@@ -81,18 +91,20 @@ pub async fn forward(
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let target = pool.pick().ok_or(ProxyError::NoTarget)?;
-    let uri: Uri = format!("http://{}{path_and_query}", target.addr)
-        .parse()
+    let uri = Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
         .map_err(|_| ProxyError::Upstream)?;
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
     remove_hop_by_hop(req.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&target.addr.to_string()) {
-        req.headers_mut().insert(http::header::HOST, v);
-    }
+    req.headers_mut()
+        .insert(http::header::HOST, target.host.clone());
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(timeout, client.request(req)).await;
-    metrics::histogram!("portcullis_gateway_upstream_seconds", "upstream" => pool.name.to_string())
+    pool.upstream_seconds
         .record(started.elapsed().as_secs_f64());
     match result {
         Err(_) => {
@@ -125,5 +137,28 @@ pub async fn forward(
                 body.map_err(|e| Box::new(e) as BoxError).boxed(),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+
+        let mut h = HeaderMap::new();
+        h.insert("accept", "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 }

@@ -6,6 +6,7 @@ use super::authz::Denied;
 use super::full;
 use super::proxy::{Body, ProxyError};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use portcullis_core::telemetry::label;
 use serde_json::json;
 use std::time::Duration;
 
@@ -283,14 +284,14 @@ impl AccessLog {
 
     /// Emits the record and the request metrics.
     pub fn finish(&mut self, status: StatusCode, elapsed: Duration) {
-        let status = status.as_u16();
         let route = if self.route.is_empty() {
             "unmatched"
         } else {
-            self.route.as_str()
+            label(&self.route)
         };
-        metrics::counter!("portcullis_gateway_requests_total", "route" => route.to_owned(), "status" => status.to_string(), "auth" => self.auth)
+        metrics::counter!("portcullis_gateway_requests_total", "route" => route, "status" => label(status.as_str()), "auth" => self.auth)
             .increment(1);
+        let status = status.as_u16();
         tracing::info!(
             target: "portcullis::access",
             method = %self.method,

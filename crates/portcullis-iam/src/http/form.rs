@@ -5,10 +5,11 @@
 //! (400, RFC 6749 §3.1/§3.2) except those a spec lets repeat (`resource`,
 //! RFC 8707 §2).
 
+use super::SharedState;
 use super::error::ApiError;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use portcullis_core::oauth::OAuthError;
 
 /// Parameters that may appear more than once.
@@ -65,19 +66,17 @@ pub fn truncate(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(40).collect()
 }
 
-/// Extractor wrapper carrying the body limit from the router state.
-pub struct Form(pub FormParams);
+/// The parsed form and the request headers (moved out of the request, so a
+/// handler needs no separate `HeaderMap` extractor, which would clone them).
+pub struct Form(pub FormParams, pub HeaderMap);
 
-/// The limit a router applies, set as a request extension by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
-
-impl<S: Send + Sync> FromRequest<S> for Form {
+impl FromRequest<SharedState> for Form {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, ApiError> {
-        let is_form = req
-            .headers()
+    async fn from_request(req: Request<Body>, state: &SharedState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let is_form = parts
+            .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
@@ -93,19 +92,14 @@ impl<S: Send + Sync> FromRequest<S> for Form {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ));
         }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(64 * 1024, |l| l.0);
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError::with_status(
-                    OAuthError::invalid_request(format!("request body exceeds {limit} bytes")),
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                )
-            })?;
-        FormParams::parse(&bytes).map(Form)
+        let limit = state.body_limit;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError::with_status(
+                OAuthError::invalid_request(format!("request body exceeds {limit} bytes")),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            )
+        })?;
+        Ok(Form(FormParams::parse(&bytes)?, parts.headers))
     }
 }
 

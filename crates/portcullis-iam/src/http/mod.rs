@@ -16,6 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use portcullis_core::telemetry::label;
 use portcullis_core::{Clock, Issuer, Secret};
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// Default algorithm for `keys rotate`.
     pub signing_alg: portcullis_core::jose::SigningAlgorithm,
+    /// Request body limit, bytes.
+    pub body_limit: usize,
 }
 
 /// Shared state handle.
@@ -67,11 +70,11 @@ async fn track(State(listener): State<&'static str>, req: Request, next: Next) -
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or("unmatched", |p| label(p.as_str()));
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::histogram!(crate::metrics::names::HTTP_DURATION, "listener" => listener, "route" => route.clone())
+    let status = label(resp.status().as_str());
+    metrics::histogram!(crate::metrics::names::HTTP_DURATION, "listener" => listener, "route" => route)
         .record(start.elapsed().as_secs_f64());
     metrics::counter!(crate::metrics::names::HTTP_REQUESTS, "listener" => listener, "route" => route, "status" => status)
         .increment(1);
@@ -79,7 +82,7 @@ async fn track(State(listener): State<&'static str>, req: Request, next: Next) -
 }
 
 /// The public router.
-pub fn public_router(state: SharedState, body_limit: usize) -> Router {
+pub fn public_router(state: SharedState) -> Router {
     Router::new()
         .route(paths::TOKEN, post(token::token))
         .route(paths::INTROSPECT, post(token::introspect))
@@ -95,9 +98,8 @@ pub fn public_router(state: SharedState, body_limit: usize) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
+        // Bodies are only read by `Form`, which applies `body_limit` itself.
         .layer(middleware::from_fn_with_state("public", track))
-        .layer(axum::Extension(form::BodyLimit(body_limit)))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 

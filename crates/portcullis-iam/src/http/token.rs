@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_core::jose::{AccessTokenClaims, Audiences, TokenClaims};
 use portcullis_core::oauth::{ErrorCode, OAuthError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
+use std::fmt::Write as _;
 
 use crate::metrics::names;
 
@@ -25,17 +26,36 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-#[derive(Serialize)]
-struct TokenResponse<'a> {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    scope: &'a str,
+/// The token response (RFC 6749 §5.1), written in one buffer of the right
+/// size. The token is base64url segments and dots and scope tokens exclude
+/// `"` and `\` (RFC 6749 §3.3), so neither needs escaping; the scope goes
+/// through serde_json anyway, which costs nothing on the short string.
+fn token_response(access_token: &str, expires_in: u64, scope: &str) -> Response {
+    debug_assert!(
+        access_token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    );
+    let mut body = String::with_capacity(access_token.len() + scope.len() + 96);
+    body.push_str(r#"{"access_token":""#);
+    body.push_str(access_token);
+    body.push_str(r#"","token_type":"Bearer","expires_in":"#);
+    let _ = write!(body, "{expires_in}");
+    if !scope.is_empty() {
+        body.push_str(r#","scope":"#);
+        body.push_str(&serde_json::Value::from(scope).to_string());
+    }
+    body.push('}');
+    let mut resp = Response::new(axum::body::Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    no_store(resp)
 }
 
 /// `POST /oauth2/token`.
-pub async fn token(State(s): State<SharedState>, headers: HeaderMap, Form(form): Form) -> Response {
+pub async fn token(State(s): State<SharedState>, Form(form, headers): Form) -> Response {
     match issue(&s, &headers, &form).await {
         Ok(r) => r,
         Err((client_id, e)) => {
@@ -121,13 +141,7 @@ async fn issue(
         &aud_str,
         claims.exp,
     );
-    let body = TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: ttl,
-        scope: &scope_str,
-    };
-    Ok(no_store(Json(body).into_response()))
+    Ok(token_response(&access_token, ttl, &scope_str))
 }
 
 /// Verifies one of our tokens and checks it is neither revoked nor held by a
@@ -156,8 +170,7 @@ async fn active_claims(s: &SharedState, token: &str) -> Result<Option<TokenClaim
 /// `POST /oauth2/introspect` (RFC 7662): authenticated clients only.
 pub async fn introspect(
     State(s): State<SharedState>,
-    headers: HeaderMap,
-    Form(form): Form,
+    Form(form, headers): Form,
 ) -> Result<Response, ApiError> {
     s.auth.authenticate("introspect", &headers, &form).await?;
     let token = form
@@ -193,8 +206,7 @@ pub async fn introspect(
 /// get 200: there is nothing left to revoke (§2.2).
 pub async fn revoke(
     State(s): State<SharedState>,
-    headers: HeaderMap,
-    Form(form): Form,
+    Form(form, headers): Form,
 ) -> Result<Response, ApiError> {
     let caller = s.auth.authenticate("revoke", &headers, &form).await?;
     let token = form
@@ -256,4 +268,33 @@ pub async fn revocations(
         Json(json!({ "cursor": cursor, "more": more, "now": now, "revocations": entries }))
             .into_response(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(resp: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn token_response_is_the_rfc_6749_shape() {
+        let resp = token_response("aGVhZA.Ym9keQ.c2ln-_", 300, "read write:all");
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body_json(resp).await,
+            json!({"access_token": "aGVhZA.Ym9keQ.c2ln-_", "token_type": "Bearer",
+                   "expires_in": 300, "scope": "read write:all"})
+        );
+        let resp = token_response("a.b.c", 60, "");
+        assert_eq!(
+            body_json(resp).await,
+            json!({"access_token": "a.b.c", "token_type": "Bearer", "expires_in": 60})
+        );
+    }
 }
