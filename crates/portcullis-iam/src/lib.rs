@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod authorize;
 pub mod client_auth;
 pub mod clients;
 pub mod config;

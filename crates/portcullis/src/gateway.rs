@@ -52,10 +52,16 @@ pub async fn serve(args: GatewayArgs, log: LogArgs) -> Result<(), Failure> {
     ));
     crate::serve::terminated().await;
     reloader.abort();
+    // Wait for the aborted task to be dropped: it holds a handle on the
+    // gateway, and while it does the drain below could not take it.
+    let _ = reloader.await;
     tracing::info!("shutting down: draining in-flight requests");
-    if let Ok(gw) = Arc::try_unwrap(gw) {
-        gw.shutdown(Duration::from_secs(args.shutdown_grace_secs))
-            .await;
+    match Arc::try_unwrap(gw) {
+        Ok(gw) => {
+            gw.shutdown(Duration::from_secs(args.shutdown_grace_secs))
+                .await
+        }
+        Err(_) => tracing::error!("gateway still shared at shutdown: in-flight requests not drained"),
     }
     Ok(())
 }

@@ -530,3 +530,102 @@ async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken
         .status();
     assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
+    use std::sync::atomic::AtomicUsize;
+    // A slow upstream that counts the requests reaching it.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counter = arrived.clone();
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                "done"
+            }
+        }),
+    );
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(upstream, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let port = portcullis_test_support::free_port();
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"up\"\ntargets = [\"{up_addr}\"]\n\
+             [[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\nupstream = \"up\"\nauth = [\"anonymous\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log", "warn", "gateway", "serve", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/slow");
+    let http = http_client();
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "gateway did not come up");
+
+    // 40 requests in flight, each on its own connection.
+    const IN_FLIGHT: usize = 40;
+    let before = arrived.load(Ordering::SeqCst);
+    let mut flights = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let url = url.clone();
+        flights.push(tokio::spawn(async move {
+            let r = http_client().get(url).send().await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.text().await?))
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrived.load(Ordering::SeqCst) < before + IN_FLIGHT {
+        assert!(Instant::now() < deadline, "requests did not reach the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Load keeps coming while the gateway stops: new requests may be
+    // refused at connect, but none may get a broken or 5xx answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, url) = (stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match http_client().get(&url).send().await {
+                    Ok(r) if r.status() != 200 => bad.push(r.status().as_u16()),
+                    _ => {}
+                }
+            }
+            bad
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for f in flights {
+        let (status, body) = f.await.unwrap().expect("an in-flight request was dropped");
+        assert_eq!((status, body.as_str()), (200, "done"));
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    assert!(exit.success(), "clean exit after draining: {exit:?}");
+    assert_eq!(load.await.unwrap(), Vec::<u16>::new(), "answers other than 200 during shutdown");
+}
