@@ -93,3 +93,91 @@ pub struct AccessTokenClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
 }
+
+/// The claims of an OpenID Connect ID token (OIDC Core §2, §3.1.3.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The user's stable, opaque id.
+    pub sub: String,
+    /// The client the token is for.
+    pub aud: String,
+    /// Expiry.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// When the user last authenticated with a password.
+    pub auth_time: u64,
+    /// The `nonce` of the authorization request, carried unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Authorized party: the client (OIDC Core §2).
+    pub azp: String,
+    /// Hash of the access token issued with it (§3.3.2.11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    /// The login session, for logout (OIDC Front-/Back-Channel Logout `sid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Authentication methods (RFC 8176): `pwd`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// Profile and email claims the granted scopes allow.
+    #[serde(flatten)]
+    pub profile: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `at_hash` (OIDC Core §3.1.3.6): the left half of the hash of the ASCII
+/// access token, base64url. The hash is that of the ID token's `alg`:
+/// SHA-256 for ES256/RS256/PS256, SHA-512 for EdDSA over Ed25519 (as
+/// OpenID Foundation certified providers do).
+pub fn at_hash(alg: super::SigningAlgorithm, access_token: &str) -> String {
+    use base64::Engine as _;
+    let hash = match alg {
+        super::SigningAlgorithm::EdDsa => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let d = aws_lc_rs::digest::digest(hash, access_token.as_bytes());
+    let half = &d.as_ref()[..d.as_ref().len() / 2];
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(half)
+}
+
+#[cfg(test)]
+mod id_token_tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_oidc_core_example() {
+        // OIDC Core appendix A.3/A.4 uses RS256 over this access token.
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        assert_eq!(
+            at_hash(super::super::SigningAlgorithm::Rs256, token),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
+
+    #[test]
+    fn id_token_claims_flatten_profile_and_skip_absent() {
+        let mut profile = serde_json::Map::new();
+        profile.insert("email".into(), "a@example.com".into());
+        let c = IdTokenClaims {
+            iss: "https://iam".into(),
+            sub: "u1".into(),
+            aud: "app".into(),
+            exp: 2,
+            iat: 1,
+            auth_time: 1,
+            nonce: None,
+            azp: "app".into(),
+            at_hash: None,
+            sid: None,
+            amr: vec!["pwd".into()],
+            profile,
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["email"], "a@example.com");
+        assert!(v.get("nonce").is_none() && v.get("at_hash").is_none());
+        assert_eq!(v["amr"][0], "pwd");
+    }
+}
