@@ -41,6 +41,12 @@ pub fn key_created(kid: &str, alg: SigningAlgorithm, activate_at: u64) {
     tracing::info!(target: TARGET, event = "key_created", kid, alg = alg.as_str(), activate_at);
 }
 
+/// A user was created, changed, disabled, deleted, had a password set, or
+/// was applied from the config file. Never the password or its hash.
+pub fn user_changed(action: &str, user_id: &str, username: &str, actor: &str) {
+    tracing::info!(target: TARGET, event = "user_changed", action, user_id, username, actor);
+}
+
 /// An admin request was refused for a bad token.
 pub fn admin_auth_failed(path: &str) {
     tracing::warn!(target: TARGET, event = "admin_auth_failed", path);

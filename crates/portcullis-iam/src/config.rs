@@ -58,6 +58,12 @@ pub struct RawConfig {
     /// Clients applied idempotently at start-up.
     #[serde(default)]
     pub clients: Vec<RawClient>,
+    /// argon2id cost of people's passwords (`[passwords]`).
+    #[serde(default)]
+    pub passwords: RawPasswords,
+    /// Users applied idempotently at start-up (`[[users]]`), for development.
+    #[serde(default)]
+    pub users: Vec<RawUser>,
 }
 
 /// A client declared in the config file.
@@ -92,6 +98,44 @@ pub struct RawClient {
     pub default_audiences: Vec<String>,
     /// Token lifetime override.
     pub access_token_ttl_secs: Option<u64>,
+    /// Enabled (default true).
+    pub enabled: Option<bool>,
+}
+
+/// `[passwords]`: argon2id parameters for hashing people's passwords.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPasswords {
+    /// Memory per hash, KiB (default 19456, OWASP's minimum).
+    pub memory_kib: Option<u32>,
+    /// Passes over the memory (default 2).
+    pub iterations: Option<u32>,
+    /// Lanes (default 1).
+    pub parallelism: Option<u32>,
+}
+
+/// A user declared in the config file (`[[users]]`), for development.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// Login name.
+    pub username: String,
+    /// Plain-text password: development mode only.
+    pub password: Option<String>,
+    /// argon2id PHC string (`portcullis gateway hash-password`).
+    pub password_hash: Option<String>,
+    /// Email address.
+    pub email: Option<String>,
+    /// Whether the email address counts as verified (default false).
+    pub email_verified: Option<bool>,
+    /// Display name (defaults to the username).
+    pub display_name: Option<String>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// Enabled (default true).
     pub enabled: Option<bool>,
 }
@@ -138,6 +182,91 @@ pub struct ClientSpec {
     pub enabled: bool,
 }
 
+/// argon2id cost parameters, checked: every hash the server makes uses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordParams(argon2::Params);
+
+impl PasswordParams {
+    /// Memory per hash, KiB.
+    pub fn memory_kib(&self) -> u32 {
+        self.0.m_cost()
+    }
+
+    /// Passes over the memory.
+    pub fn iterations(&self) -> u32 {
+        self.0.t_cost()
+    }
+
+    /// Lanes.
+    pub fn parallelism(&self) -> u32 {
+        self.0.p_cost()
+    }
+
+    /// Whether they are below OWASP's recommended minimum (e.g. 19 MiB × 2).
+    pub fn below_recommended(&self) -> bool {
+        u64::from(self.memory_kib()) * u64::from(self.iterations()) < 7 * 1024 * 5
+    }
+
+    /// The argon2 parameters.
+    pub fn argon2(&self) -> &argon2::Params {
+        &self.0
+    }
+}
+
+impl Default for PasswordParams {
+    fn default() -> Self {
+        Self(argon2::Params::DEFAULT)
+    }
+}
+
+impl RawPasswords {
+    fn validate(self) -> Result<PasswordParams, ConfigError> {
+        let d = argon2::Params::DEFAULT;
+        let (m, t, p) = (
+            self.memory_kib.unwrap_or(d.m_cost()),
+            self.iterations.unwrap_or(d.t_cost()),
+            self.parallelism.unwrap_or(d.p_cost()),
+        );
+        if !(1..=64).contains(&p) {
+            return Err(err("passwords.parallelism", "expected 1 to 64"));
+        }
+        if !(1..=100).contains(&t) {
+            return Err(err("passwords.iterations", "expected 1 to 100"));
+        }
+        if m < 8 * p || m > 4 * 1024 * 1024 {
+            return Err(err(
+                "passwords.memory_kib",
+                format!("expected 8 × parallelism ({}) to 4194304 (4 GiB)", 8 * p),
+            ));
+        }
+        argon2::Params::new(m, t, p, None)
+            .map(PasswordParams)
+            .map_err(|e| err("passwords", e.to_string()))
+    }
+}
+
+/// The password of a declared user.
+#[derive(Debug, Clone)]
+pub enum UserPasswordSpec {
+    /// Plain text, to hash (development mode only).
+    Plain(Secret),
+    /// An argon2id PHC string, stored as given.
+    Hash(Secret),
+}
+
+/// A validated declared user.
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    /// Login name.
+    pub username: crate::model::Username,
+    /// Password; `None` keeps the stored one (a new user gets none).
+    pub password: Option<UserPasswordSpec>,
+    /// Email, name, roles, groups.
+    pub profile: crate::model::UserProfile,
+    /// Enabled.
+    pub enabled: bool,
+}
+
 /// Validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -177,6 +306,10 @@ pub struct Config {
     pub shutdown_grace: u64,
     /// Declared clients.
     pub clients: Vec<ClientSpec>,
+    /// argon2id parameters for people's passwords.
+    pub passwords: PasswordParams,
+    /// Declared users.
+    pub users: Vec<UserSpec>,
 }
 
 /// The well-known development master key. Keys encrypted with it are not
@@ -272,6 +405,16 @@ impl RawConfig {
         for (n, c) in self.clients.into_iter().enumerate() {
             clients.push(c.validate(&format!("clients[{n}]"), env)?);
         }
+        let passwords = self.passwords.validate()?;
+        let mut users: Vec<UserSpec> = Vec::with_capacity(self.users.len());
+        for (n, u) in self.users.into_iter().enumerate() {
+            let at = format!("users[{n}]");
+            let spec = u.validate(&at, mode)?;
+            if users.iter().any(|o| o.username == spec.username) {
+                return Err(err(format!("{at}.username"), "declared twice"));
+            }
+            users.push(spec);
+        }
         Ok(Config {
             mode,
             listen,
@@ -291,6 +434,8 @@ impl RawConfig {
             max_body_bytes: self.max_body_bytes.unwrap_or(64 * 1024),
             shutdown_grace: self.shutdown_grace_secs.unwrap_or(30),
             clients,
+            passwords,
+            users,
         })
     }
 }
@@ -407,6 +552,63 @@ impl RawClient {
     }
 }
 
+impl RawUser {
+    fn validate(self, at: &str, mode: Mode) -> Result<UserSpec, ConfigError> {
+        use crate::users::fields;
+        let key = |k: &str| format!("{at}.{k}");
+        let username = crate::model::Username::from_str(&self.username)
+            .map_err(|e| err(key("username"), e))?;
+        let password = match (self.password, self.password_hash) {
+            (Some(_), Some(_)) => {
+                return Err(err(at, "give password or password_hash, not both"));
+            }
+            (Some(_), None) if mode == Mode::Production => {
+                return Err(err(
+                    key("password"),
+                    "a plain-text password is allowed only in development mode; give \
+                     password_hash (an argon2id PHC string, from `portcullis gateway hash-password`)",
+                ));
+            }
+            (Some(p), None) => {
+                let p = Secret::new(p);
+                fields::password(&p).map_err(|e| err(key("password"), e))?;
+                Some(UserPasswordSpec::Plain(p))
+            }
+            (None, Some(h)) => {
+                fields::phc(&h).map_err(|e| err(key("password_hash"), e))?;
+                Some(UserPasswordSpec::Hash(Secret::new(h)))
+            }
+            (None, None) => None,
+        };
+        if self.email_verified == Some(true) && self.email.is_none() {
+            return Err(err(
+                key("email_verified"),
+                "there is no email address to verify",
+            ));
+        }
+        let profile = crate::model::UserProfile {
+            display_name: match self.display_name {
+                Some(n) => fields::display_name(n).map_err(|e| err(key("display_name"), e))?,
+                None => username.to_string(),
+            },
+            email: self
+                .email
+                .map(fields::email)
+                .transpose()
+                .map_err(|e| err(key("email"), e))?,
+            email_verified: self.email_verified.unwrap_or(false),
+            roles: fields::labels(self.roles).map_err(|e| err(key("roles"), e))?,
+            groups: fields::labels(self.groups).map_err(|e| err(key("groups"), e))?,
+        };
+        Ok(UserSpec {
+            username,
+            password,
+            profile,
+            enabled: self.enabled.unwrap_or(true),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,5 +659,114 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(raw.validate(&no_env).unwrap_err().key, "jwks_max_age_secs");
+    }
+
+    // ----- Users and passwords -------------------------------------------
+
+    fn dev_toml(extra: &str) -> RawConfig {
+        toml::from_str(&format!("mode = \"development\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn password_parameters_default_to_owasp_and_refuse_nonsense() {
+        let c = dev_toml("").validate(&no_env).unwrap();
+        assert_eq!(
+            (
+                c.passwords.memory_kib(),
+                c.passwords.iterations(),
+                c.passwords.parallelism()
+            ),
+            (19456, 2, 1)
+        );
+        assert!(!c.passwords.below_recommended());
+        let c = dev_toml("[passwords]\nmemory_kib = 1024\niterations = 1\n")
+            .validate(&no_env)
+            .unwrap();
+        assert!(c.passwords.below_recommended());
+        for (table, key) in [
+            ("iterations = 0", "passwords.iterations"),
+            ("parallelism = 0", "passwords.parallelism"),
+            ("parallelism = 65", "passwords.parallelism"),
+            ("memory_kib = 7", "passwords.memory_kib"),
+            ("memory_kib = 31\nparallelism = 4", "passwords.memory_kib"),
+            ("memory_kib = 4194305", "passwords.memory_kib"),
+        ] {
+            let e = dev_toml(&format!("[passwords]\n{table}\n"))
+                .validate(&no_env)
+                .unwrap_err();
+            assert_eq!(e.key, key, "{table}");
+        }
+        assert!(toml::from_str::<RawConfig>("[passwords]\nmemory = 1\n").is_err());
+    }
+
+    #[test]
+    fn plain_text_user_passwords_are_for_development_only() {
+        let user = "[[users]]\nusername = \"alice\"\npassword = \"correct horse\"\n";
+        let c = dev_toml(user).validate(&no_env).unwrap();
+        assert!(matches!(
+            c.users[0].password,
+            Some(UserPasswordSpec::Plain(_))
+        ));
+        assert_eq!(c.users[0].profile.display_name, "alice");
+        let prod: RawConfig = toml::from_str(&format!(
+            "mode = \"production\"\nmaster_key = \"{}=\"\n{user}",
+            "A".repeat(43)
+        ))
+        .unwrap();
+        let e = prod.validate(&no_env).unwrap_err();
+        assert_eq!(e.key, "users[0].password");
+        assert!(e.problem.contains("password_hash"), "{e}");
+    }
+
+    #[test]
+    fn declared_users_are_checked_field_by_field() {
+        let phc = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0$\
+                   YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWY";
+        let ok = dev_toml(&format!(
+            "[[users]]\nusername = \"Bob\"\npassword_hash = \"{phc}\"\nroles = [\"admin\"]\n"
+        ))
+        .validate(&no_env)
+        .unwrap();
+        assert_eq!(ok.users[0].username.as_str(), "bob");
+        for (user, key) in [
+            ("username = \"has space\"", "users[0].username"),
+            ("username = \"u_x\"", "users[0].username"),
+            (
+                "username = \"a\"\npassword = \"short\"",
+                "users[0].password",
+            ),
+            (
+                "username = \"a\"\npassword_hash = \"$2b$10$bcrypt\"",
+                "users[0].password_hash",
+            ),
+            (
+                "username = \"a\"\npassword = \"long enough\"\npassword_hash = \"x\"",
+                "users[0]",
+            ),
+            ("username = \"a\"\nemail = \"nope\"", "users[0].email"),
+            (
+                "username = \"a\"\nemail_verified = true",
+                "users[0].email_verified",
+            ),
+            (
+                "username = \"a\"\nroles = [\"two words\"]",
+                "users[0].roles",
+            ),
+            ("username = \"a\"\ngroups = [\"\"]", "users[0].groups"),
+            (
+                "username = \"a\"\ndisplay_name = \"\"",
+                "users[0].display_name",
+            ),
+        ] {
+            let e = dev_toml(&format!("[[users]]\n{user}\n"))
+                .validate(&no_env)
+                .unwrap_err();
+            assert_eq!(e.key, key, "{user}");
+        }
+        let twice = dev_toml("[[users]]\nusername = \"a\"\n[[users]]\nusername = \"A\"\n");
+        assert_eq!(
+            twice.validate(&no_env).unwrap_err().key,
+            "users[1].username"
+        );
     }
 }

@@ -6,6 +6,8 @@
 //! - [`keys`]: signing keys, encrypted at rest, with staged rotation.
 //! - [`clients`]: the client registry and its cache; [`client_auth`]: client
 //!   authentication; [`grant`]: scope/audience decisions.
+//! - [`users`]: people who log in; argon2id passwords checked on the blocking
+//!   pool, with the same work for unknown users.
 //! - [`http`]: the public and admin routers; errors reach the wire in one place.
 //! - [`server`]: start, background housekeeping, graceful shutdown.
 //!
@@ -40,3 +42,4 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod users;

@@ -23,4 +23,7 @@ pub mod names {
     pub const HTTP_DURATION: &str = "portcullis_http_request_duration_seconds";
     /// Client cache lookups, by hit/miss.
     pub const CLIENT_CACHE: &str = "portcullis_iam_client_cache_total";
+    /// Password checks, by result (`accepted`/`refused` only: the metrics
+    /// are public, so they must not tell unknown users from wrong passwords).
+    pub const PASSWORD_CHECKS: &str = "portcullis_iam_password_checks_total";
 }

@@ -136,3 +136,139 @@ pub struct Revocation {
     /// When it was revoked.
     pub revoked_at: UnixTime,
 }
+
+// ---------------------------------------------------------------------------
+// Users (people who log in). Validation of the other fields: `crate::users`.
+// ---------------------------------------------------------------------------
+
+/// A user's id and OIDC `sub`: `u_` + 128 random bits, base64url. Opaque,
+/// never reused, never changes. Usernames cannot start with `u_`, so "id or
+/// username" is never ambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    /// The prefix every user id starts with (and no username does).
+    pub const PREFIX: &'static str = "u_";
+
+    /// A new random id.
+    pub fn generate() -> Result<Self, crate::crypto::CryptoError> {
+        Ok(Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            crate::crypto::random_token(16)?
+        )))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for UserId {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s.strip_prefix(Self::PREFIX).ok_or("not a user id")?;
+        let ok = !rest.is_empty()
+            && rest.len() <= 64
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("not a user id")
+        }
+    }
+}
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A username: 1–64 characters of `A-Z a-z 0-9 . _ @ -`, not `.` or `..`,
+/// not starting with `u_` (the prefix of user ids). Stored and compared
+/// lowercased, so `Alice` and `alice` are the same user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    /// Longest username, in characters.
+    pub const MAX_LEN: usize = 64;
+
+    /// The username (lowercase).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Username {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(format!("1 to {} characters", Self::MAX_LEN));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+        {
+            return Err("only letters, digits, '.', '_', '@' and '-' are allowed".into());
+        }
+        if s == "." || s == ".." {
+            return Err("'.' and '..' are reserved".into());
+        }
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with(UserId::PREFIX) {
+            return Err(format!(
+                "must not start with {:?} (reserved for user ids)",
+                UserId::PREFIX
+            ));
+        }
+        Ok(Self(lower))
+    }
+}
+
+impl std::fmt::Display for Username {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who a user is to others and what they may do: the fields that become
+/// claims (`email`, `email_verified`, `name`, roles, groups).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserProfile {
+    /// Email address, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Whether the email address has been verified.
+    pub email_verified: bool,
+    /// Name shown to people (OIDC `name`).
+    pub display_name: String,
+    /// Roles, in the order given, without duplicates.
+    pub roles: Vec<String>,
+    /// Groups, in the order given, without duplicates.
+    pub groups: Vec<String>,
+}
+
+/// A person who can log in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Id and OIDC `sub`.
+    pub id: UserId,
+    /// Login name, unique regardless of case.
+    pub username: Username,
+    /// Email, name, roles, groups.
+    pub profile: UserProfile,
+    /// argon2id PHC string; `None` means no password login.
+    pub password_hash: Option<portcullis_core::Secret>,
+    /// A disabled user cannot log in.
+    pub enabled: bool,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// Last change.
+    pub updated_at: UnixTime,
+}

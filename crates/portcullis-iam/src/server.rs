@@ -7,6 +7,7 @@ use crate::config::{Config, Mode};
 use crate::http::{self, AppState, paths};
 use crate::keys::{KeyRing, KeyRingError};
 use crate::store::{self, StoreError};
+use crate::users::{UserError, UserRegistry};
 use axum::serve::ListenerExt;
 use portcullis_core::{Clock, Issuer, SystemClock};
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ pub enum StartError {
     /// A declared client could not be applied.
     #[error("declared clients: {0}")]
     Clients(#[from] ClientError),
+    /// The user registry could not start or a declared user not be applied.
+    #[error("users: {0}")]
+    Users(#[from] UserError),
     /// The derived issuer is invalid.
     #[error("issuer: {0}")]
     Issuer(String),
@@ -132,6 +136,15 @@ pub async fn start_with_clock(
         config.client_cache_ttl,
     ));
     clients.apply_declared(&config.clients).await?;
+    if config.passwords.below_recommended() {
+        tracing::warn!(
+            memory_kib = config.passwords.memory_kib(),
+            iterations = config.passwords.iterations(),
+            "password hashing parameters are below OWASP's recommended minimum"
+        );
+    }
+    let users = Arc::new(UserRegistry::new(store.clone(), clock.clone(), &config.passwords).await?);
+    users.apply_declared(&config.users).await?;
     let auth = ClientAuthenticator::new(
         clients.clone(),
         store.clone(),
@@ -148,6 +161,7 @@ pub async fn start_with_clock(
         store: store.clone(),
         keys: keys.clone(),
         clients,
+        users,
         auth,
         admin_token: config.admin_token,
         signing_alg: config.signing_alg,

@@ -73,6 +73,11 @@ pub struct SecretClient {
     pub secret: String,
 }
 
+/// argon2id memory (KiB) and iterations test servers hash passwords with:
+/// far below production strength, so that tests stay fast (unoptimized
+/// argon2 at the default 19 MiB × 2 takes most of a second).
+pub const TEST_PASSWORD_COST: (u32, u32) = (1024, 1);
+
 /// The base config tests start from.
 pub fn test_config(dir: &Path) -> RawConfig {
     RawConfig {
@@ -82,6 +87,11 @@ pub fn test_config(dir: &Path) -> RawConfig {
         database_url: Some(format!("sqlite://{}", dir.join("iam.db").display())),
         master_key: Some(TEST_MASTER_KEY.into()),
         admin_token: Some(TEST_ADMIN_TOKEN.into()),
+        passwords: portcullis_iam::config::RawPasswords {
+            memory_kib: Some(TEST_PASSWORD_COST.0),
+            iterations: Some(TEST_PASSWORD_COST.1),
+            parallelism: None,
+        },
         ..Default::default()
     }
 }
@@ -373,6 +383,14 @@ impl BinaryIam {
             .args(extra)
             .env("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)
             .env("PORTCULLIS_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+            .env(
+                "PORTCULLIS_PASSWORD_MEMORY_KIB",
+                TEST_PASSWORD_COST.0.to_string(),
+            )
+            .env(
+                "PORTCULLIS_PASSWORD_ITERATIONS",
+                TEST_PASSWORD_COST.1.to_string(),
+            )
             .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::inherit())

@@ -1,7 +1,10 @@
-//! `portcullis clients …` and `portcullis keys …`: clients of the admin API.
+//! `portcullis clients …`, `portcullis keys …` and `portcullis users …`:
+//! clients of the admin API.
 
 use crate::Failure;
-use crate::cli::{AdminArgs, ClientFields, ClientsCommand, KeysCommand, Output};
+use crate::cli::{
+    AdminArgs, ClientFields, ClientsCommand, KeysCommand, Output, UserFields, UsersCommand,
+};
 use anyhow::{Context, anyhow};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -75,14 +78,16 @@ impl Admin {
     }
 }
 
+/// Repeated and space/comma-separated values as one list.
+fn split(v: Vec<String>) -> Vec<String> {
+    v.iter()
+        .flat_map(|s| s.split([' ', ',']))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn fields_to_json(f: ClientFields, body: &mut Map<String, Value>) -> Result<(), Failure> {
-    fn split(v: Vec<String>) -> Vec<String> {
-        v.iter()
-            .flat_map(|s| s.split([' ', ',']))
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
     if let Some(n) = f.name {
         body.insert("name".into(), n.into());
     }
@@ -145,6 +150,12 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints the array `v[key]` as a table, one row per element.
+fn table_of(v: &Value, key: &str, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+    let rows: Vec<Vec<String>> = v[key].as_array().into_iter().flatten().map(row).collect();
+    table(headers, &rows);
+}
+
 fn print_client(v: &Value) {
     let row = |k: &str, val: String| println!("{k:<20} {val}");
     row("client_id", v["client_id"].as_str().unwrap_or("").into());
@@ -200,32 +211,24 @@ pub async fn clients(args: AdminArgs, cmd: ClientsCommand) -> Result<(), Failure
         ClientsCommand::List => {
             let v = admin.call(Method::GET, "/admin/clients", None).await?;
             emit(out, &v, |v| {
-                let rows: Vec<Vec<String>> = v["clients"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| {
-                        vec![
-                            c["client_id"].as_str().unwrap_or("").into(),
-                            c["name"].as_str().unwrap_or("").into(),
-                            list(&c["token_endpoint_auth_methods"]),
-                            list(&c["allowed_scopes"]),
-                            list(&c["allowed_audiences"]),
-                            c["enabled"].to_string(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "CLIENT_ID",
-                        "NAME",
-                        "AUTH",
-                        "SCOPES",
-                        "AUDIENCES",
-                        "ENABLED",
-                    ],
-                    &rows,
-                );
+                let headers = [
+                    "CLIENT_ID",
+                    "NAME",
+                    "AUTH",
+                    "SCOPES",
+                    "AUDIENCES",
+                    "ENABLED",
+                ];
+                table_of(v, "clients", &headers, |c| {
+                    vec![
+                        c["client_id"].as_str().unwrap_or("").into(),
+                        c["name"].as_str().unwrap_or("").into(),
+                        list(&c["token_endpoint_auth_methods"]),
+                        list(&c["allowed_scopes"]),
+                        list(&c["allowed_audiences"]),
+                        c["enabled"].to_string(),
+                    ]
+                });
             });
         }
         ClientsCommand::Show { id } => {
@@ -311,15 +314,7 @@ pub async fn keys(args: AdminArgs, cmd: KeysCommand) -> Result<(), Failure> {
     match cmd {
         KeysCommand::List => {
             let v = admin.call(Method::GET, "/admin/keys", None).await?;
-            emit(out, &v, |v| {
-                let rows: Vec<Vec<String>> = v["keys"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(row)
-                    .collect();
-                table(&headers, &rows);
-            });
+            emit(out, &v, |v| table_of(v, "keys", &headers, row));
         }
         KeysCommand::Rotate { alg } => {
             let body = alg
@@ -334,6 +329,166 @@ pub async fn keys(args: AdminArgs, cmd: KeysCommand) -> Result<(), Failure> {
                     "\nThe new key is published now and signs from {} (unix time).",
                     v["activate_at"]
                 );
+            });
+        }
+    }
+    Ok(())
+}
+
+// ----- Users ---------------------------------------------------------------
+
+/// A user id or username, checked before it goes into a URL path.
+fn user_path(user: &str, suffix: &str) -> Result<String, Failure> {
+    let ok = !user.is_empty()
+        && user != "."
+        && user != ".."
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if !ok {
+        return Err(Failure::Config(format!(
+            "{user:?} is not a user id or username"
+        )));
+    }
+    Ok(format!("/admin/users/{user}{suffix}"))
+}
+
+/// The first line of stdin, without its line ending.
+fn password_from_stdin() -> Result<String, Failure> {
+    let line = std::io::stdin()
+        .lines()
+        .next()
+        .transpose()
+        .context("reading the password from stdin")?
+        .unwrap_or_default();
+    if line.is_empty() {
+        return Err(Failure::Config("no password on stdin".into()));
+    }
+    Ok(line)
+}
+
+fn user_fields_to_json(f: UserFields, body: &mut Map<String, Value>) {
+    match f.email {
+        Some(e) if e.is_empty() => body.insert("email".into(), Value::Null),
+        Some(e) => body.insert("email".into(), e.into()),
+        None => None,
+    };
+    if let Some(v) = f.email_verified {
+        body.insert("email_verified".into(), v.into());
+    }
+    if let Some(n) = f.display_name {
+        body.insert("display_name".into(), n.into());
+    }
+    for (key, v) in [("roles", f.roles), ("groups", f.groups)] {
+        if !v.is_empty() {
+            body.insert(key.into(), json!(split(v)));
+        }
+    }
+}
+
+fn print_user(v: &Value) {
+    let row = |k: &str, val: String| println!("{k:<16} {val}");
+    row("id", v["id"].as_str().unwrap_or("").into());
+    row("username", v["username"].as_str().unwrap_or("").into());
+    row(
+        "display name",
+        v["display_name"].as_str().unwrap_or("").into(),
+    );
+    row("email", v["email"].as_str().unwrap_or("-").into());
+    row("email verified", v["email_verified"].to_string());
+    row("roles", list(&v["roles"]));
+    row("groups", list(&v["groups"]));
+    row("enabled", v["enabled"].to_string());
+    row("password", v["has_password"].to_string());
+}
+
+/// `portcullis users …`.
+pub async fn users(args: AdminArgs, cmd: UsersCommand) -> Result<(), Failure> {
+    let admin = Admin::new(args)?;
+    let out = admin.output;
+    match cmd {
+        UsersCommand::Create {
+            username,
+            password_stdin,
+            disabled,
+            fields,
+        } => {
+            let mut body = Map::new();
+            body.insert("username".into(), username.into());
+            if disabled {
+                body.insert("enabled".into(), false.into());
+            }
+            user_fields_to_json(fields, &mut body);
+            if password_stdin {
+                body.insert("password".into(), password_from_stdin()?.into());
+            }
+            let v = admin
+                .call(Method::POST, "/admin/users", Some(Value::Object(body)))
+                .await?;
+            emit(out, &v, print_user);
+        }
+        UsersCommand::List => {
+            let v = admin.call(Method::GET, "/admin/users", None).await?;
+            emit(out, &v, |v| {
+                let headers = ["USERNAME", "ID", "EMAIL", "ROLES", "GROUPS", "ENABLED"];
+                table_of(v, "users", &headers, |u| {
+                    vec![
+                        u["username"].as_str().unwrap_or("").into(),
+                        u["id"].as_str().unwrap_or("").into(),
+                        u["email"].as_str().unwrap_or("-").into(),
+                        list(&u["roles"]),
+                        list(&u["groups"]),
+                        u["enabled"].to_string(),
+                    ]
+                });
+            });
+        }
+        UsersCommand::Show { user } => {
+            let v = admin
+                .call(Method::GET, &user_path(&user, "")?, None)
+                .await?;
+            emit(out, &v, print_user);
+        }
+        UsersCommand::Update {
+            user,
+            username,
+            enable,
+            disable,
+            fields,
+        } => {
+            let mut body = Map::new();
+            if let Some(n) = username {
+                body.insert("username".into(), n.into());
+            }
+            if enable || disable {
+                body.insert("enabled".into(), enable.into());
+            }
+            user_fields_to_json(fields, &mut body);
+            let v = admin
+                .call(
+                    Method::PATCH,
+                    &user_path(&user, "")?,
+                    Some(Value::Object(body)),
+                )
+                .await?;
+            emit(out, &v, print_user);
+        }
+        UsersCommand::Delete { user } => {
+            admin
+                .call(Method::DELETE, &user_path(&user, "")?, None)
+                .await?;
+            emit(out, &json!({ "deleted": user }), |_| {
+                println!("deleted {user}")
+            });
+        }
+        UsersCommand::SetPassword { user } => {
+            let path = user_path(&user, "/password")?;
+            let password = password_from_stdin()?;
+            admin
+                .call(Method::POST, &path, Some(json!({ "password": password })))
+                .await?;
+            emit(out, &json!({ "password_set": user }), |_| {
+                println!("password set for {user}")
             });
         }
     }

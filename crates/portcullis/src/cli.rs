@@ -68,6 +68,13 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage users (people who log in) through the admin API.
+    Users {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +140,15 @@ pub struct ServeArgs {
     /// Drain time on SIGTERM, seconds.
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// argon2id memory per password hash, KiB (`[passwords] memory_kib`).
+    #[arg(long, env = "PORTCULLIS_PASSWORD_MEMORY_KIB")]
+    pub password_memory_kib: Option<u32>,
+    /// argon2id iterations (`[passwords] iterations`).
+    #[arg(long, env = "PORTCULLIS_PASSWORD_ITERATIONS")]
+    pub password_iterations: Option<u32>,
+    /// argon2id parallelism (`[passwords] parallelism`).
+    #[arg(long, env = "PORTCULLIS_PASSWORD_PARALLELISM")]
+    pub password_parallelism: Option<u32>,
 }
 
 /// `dev` settings.
@@ -277,6 +293,77 @@ pub enum KeysCommand {
         /// Algorithm of the new key (defaults to the configured one).
         #[arg(long)]
         alg: Option<String>,
+    },
+}
+
+/// User fields shared by create and update.
+#[derive(Debug, Default, Args)]
+pub struct UserFields {
+    /// Email address (`--email ''` removes it on update).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Whether the email address is verified.
+    #[arg(long)]
+    pub email_verified: Option<bool>,
+    /// Display name (defaults to the username).
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Role (repeat, or space/comma-separated; replaces the list; `--role ''` clears it).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Group (repeat, or space/comma-separated; replaces the list; `--group ''` clears it).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user.
+    Create {
+        /// Username: 1–64 of A-Z a-z 0-9 . _ @ -, case-insensitive.
+        username: String,
+        /// Read the initial password from stdin (its first line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Create the user disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        fields: UserFields,
+    },
+    /// List users.
+    List,
+    /// Show one user.
+    Show {
+        /// User id (u_…) or username.
+        user: String,
+    },
+    /// Change a user (only the options given).
+    Update {
+        /// User id (u_…) or username.
+        user: String,
+        /// New username.
+        #[arg(long)]
+        username: Option<String>,
+        /// Enable the user.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Disable the user (they can no longer log in).
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        fields: UserFields,
+    },
+    /// Delete a user.
+    Delete {
+        /// User id (u_…) or username.
+        user: String,
+    },
+    /// Set a user's password, read from stdin (its first line); never from
+    /// the command line, where other users of the machine could read it.
+    SetPassword {
+        /// User id (u_…) or username.
+        user: String,
     },
 }
 

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             } => gateway::create_api_key(&consumer, expires_in_days),
             cli::Command::Clients { admin, command } => admin::clients(admin, command).await,
             cli::Command::Keys { admin, command } => admin::keys(admin, command).await,
+            cli::Command::Users { admin, command } => admin::users(admin, command).await,
         }
     });
     match result {

@@ -57,6 +57,15 @@ pub fn layered(args: ServeArgs) -> Result<(RawConfig, String), Failure> {
         max_body_bytes,
         shutdown_grace_secs
     );
+    for (value, slot) in [
+        (args.password_memory_kib, &mut raw.passwords.memory_kib),
+        (args.password_iterations, &mut raw.passwords.iterations),
+        (args.password_parallelism, &mut raw.passwords.parallelism),
+    ] {
+        if value.is_some() {
+            *slot = value;
+        }
+    }
     Ok((raw, source))
 }
 

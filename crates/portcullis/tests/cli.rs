@@ -314,3 +314,148 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
         assert_eq!(mode & 0o077, 0, "secrets are private to the user");
     }
 }
+
+/// Runs the CLI against `iam` with `stdin` piped in.
+fn cli_stdin(iam: &BinaryIam, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--admin-url", &format!("http://{}", iam.admin)])
+        .env("PORTCULLIS_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn users_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("iam.log");
+    let iam = BinaryIam::spawn_logged(BIN, &dir.path().join("iam.db"), &[], &[], Some(&log));
+    // What the server stores, read as another replica would.
+    let config = portcullis_test_support::test_config(dir.path())
+        .validate(&|_| None)
+        .unwrap();
+    let store = portcullis_iam::store::open(&config.database_url)
+        .await
+        .unwrap();
+    let users = portcullis_iam::users::UserRegistry::new(
+        store,
+        std::sync::Arc::new(portcullis_core::SystemClock),
+        &config.passwords,
+    )
+    .await
+    .unwrap();
+    let login = |password: &'static str| {
+        let users = &users;
+        async move {
+            users
+                .verify_password("alice", &portcullis_core::Secret::new(password))
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+
+    let create = "users create Alice --email alice@example.com --role admin,auditor \
+                  --group staff --password-stdin -o json";
+    let args: Vec<&str> = create.split_whitespace().collect();
+    let (code, out, err) = cli_stdin(&iam, &args, "correct horse battery\n");
+    assert_eq!(code, 0, "{err}");
+    let created = json(&out);
+    assert_eq!(created["username"], "alice");
+    assert_eq!(created["roles"], serde_json::json!(["admin", "auditor"]));
+    assert_eq!(created["has_password"], true);
+    assert!(!out.contains("correct horse"));
+    assert!(login("correct horse battery").await);
+
+    let (code, out, _) = cli(&iam, &["users", "create", "bob"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("bob"), "{out}");
+
+    let (code, out, _) = cli(&iam, &["users", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().next().unwrap().starts_with("USERNAME"), "{out}");
+    assert!(
+        out.contains("alice") && out.contains("alice@example.com") && out.contains("bob"),
+        "{out}"
+    );
+    assert!(!out.contains("$argon2"));
+
+    let (code, out, _) = cli(&iam, &["users", "show", "ALICE"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("admin auditor") && out.contains("staff"),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(
+        &iam,
+        &[
+            "users",
+            "update",
+            "alice",
+            "--disable",
+            "--email",
+            "",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["enabled"], false);
+    assert!(json(&out).get("email").is_none());
+    assert!(!login("correct horse battery").await, "disabled");
+    let (code, _, _) = cli(&iam, &["users", "update", "alice", "--enable"]);
+    assert_eq!(code, 0);
+
+    let (code, _, err) = cli_stdin(
+        &iam,
+        &["users", "set-password", "alice"],
+        "battery staple\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(login("battery staple").await);
+    assert!(!login("correct horse battery").await);
+    // Refusals name the rule; an empty stdin is a usage error.
+    let (code, _, err) = cli_stdin(&iam, &["users", "set-password", "alice"], "short\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("at least 8 characters"), "{err}");
+    let (code, _, err) = cli_stdin(&iam, &["users", "set-password", "alice"], "");
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = cli(&iam, &["users", "show", "a/b"]);
+    assert_eq!(code, 2);
+
+    let (code, _, _) = cli(&iam, &["users", "delete", "alice"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(&iam, &["users", "show", "alice"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    assert!(!login("battery staple").await);
+
+    // The server log (debug level) has the audit trail and no password or hash.
+    let text = std::fs::read_to_string(&log).unwrap();
+    for action in ["create", "set_password", "disable", "update", "delete"] {
+        assert!(
+            text.contains("user_changed") && text.contains(&format!("\"action\":\"{action}\"")),
+            "no {action} audit event"
+        );
+    }
+    for secret in ["correct horse", "battery staple", "$argon2"] {
+        assert!(!text.contains(secret), "{secret:?} in the log");
+    }
+}

@@ -1,4 +1,4 @@
-//! The admin API: clients and signing keys, behind a bearer admin token.
+//! The admin API: clients, users and signing keys, behind a bearer admin token.
 //!
 //! ```text
 //! GET    /admin/clients                     list
@@ -9,11 +9,20 @@
 //! POST   /admin/clients/{id}/rotate-secret  new secret (shown once)
 //! GET    /admin/keys                        keys and their states
 //! POST   /admin/keys/rotate                 staged rotation (201)
+//! GET    /admin/users                       list
+//! POST   /admin/users                       create (201; optional initial password)
+//! GET    /admin/users/{user}                show (`user`: id `u_…` or username)
+//! PATCH  /admin/users/{user}                update the fields given
+//! DELETE /admin/users/{user}                delete (204)
+//! POST   /admin/users/{user}/password       set the password (204)
 //! ```
+//!
+//! Password hashes are never returned.
 
 use super::SharedState;
 use crate::clients::{ClientError, ClientInput, ClientView};
 use crate::keys::KeyRingError;
+use crate::users::{UserError, UserInput, UserView};
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
@@ -231,6 +240,101 @@ async fn rotate_keys(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
+// ----- Users ---------------------------------------------------------------
+
+impl From<UserError> for AdminError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Invalid(m) => Self(StatusCode::BAD_REQUEST, "invalid_request", m),
+            UserError::NotFound => Self(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            UserError::Conflict => Self(StatusCode::CONFLICT, "conflict", e.to_string()),
+            UserError::Store(e) => ClientError::Store(e).into(),
+            UserError::Internal(cause) => {
+                tracing::error!(cause, "admin: user operation failed");
+                Self(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error".into(),
+                )
+            }
+        }
+    }
+}
+
+/// The user a path segment names: an id (`u_…`) or a username.
+async fn find_user(s: &SharedState, user: &str) -> Result<crate::model::User, AdminError> {
+    Ok(s.users
+        .find(user)
+        .await
+        .map_err(UserError::from)?
+        .ok_or(UserError::NotFound)?)
+}
+
+fn user_json(status: StatusCode, u: &crate::model::User) -> Response {
+    (status, Json(UserView::from(u))).into_response()
+}
+
+async fn list_users(State(s): State<SharedState>) -> Result<Response, AdminError> {
+    let users = s.users.list().await.map_err(UserError::from)?;
+    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+    Ok(Json(json!({ "users": views })).into_response())
+}
+
+async fn create_user(
+    State(s): State<SharedState>,
+    body: Result<Json<UserInput>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(input) = body.map_err(bad_json)?;
+    let u = s.users.create(input, ACTOR).await?;
+    Ok(user_json(StatusCode::CREATED, &u))
+}
+
+async fn show_user(
+    State(s): State<SharedState>,
+    Path(user): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(user_json(StatusCode::OK, &find_user(&s, &user).await?))
+}
+
+async fn update_user(
+    State(s): State<SharedState>,
+    Path(user): Path<String>,
+    body: Result<Json<UserInput>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(input) = body.map_err(bad_json)?;
+    let id = find_user(&s, &user).await?.id;
+    let u = s.users.update(&id, input, ACTOR).await?;
+    Ok(user_json(StatusCode::OK, &u))
+}
+
+async fn delete_user(
+    State(s): State<SharedState>,
+    Path(user): Path<String>,
+) -> Result<Response, AdminError> {
+    let id = find_user(&s, &user).await?.id;
+    s.users.delete(&id, ACTOR).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Body of `POST /admin/users/{user}/password`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordInput {
+    password: String,
+}
+
+async fn set_password(
+    State(s): State<SharedState>,
+    Path(user): Path<String>,
+    body: Result<Json<PasswordInput>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(input) = body.map_err(bad_json)?;
+    let password = portcullis_core::Secret::new(input.password);
+    let id = find_user(&s, &user).await?.id;
+    s.users.set_password(&id, &password, ACTOR).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The admin routes, behind the admin-token check.
 pub fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
@@ -242,5 +346,11 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route("/admin/clients/{id}/rotate-secret", post(rotate_secret))
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/rotate", post(rotate_keys))
+        .route("/admin/users", get(list_users).post(create_user))
+        .route(
+            "/admin/users/{user}",
+            get(show_user).patch(update_user).delete(delete_user),
+        )
+        .route("/admin/users/{user}/password", post(set_password))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

@@ -11,6 +11,7 @@ use crate::client_auth::ClientAuthenticator;
 use crate::clients::ClientRegistry;
 use crate::keys::KeyRing;
 use crate::store::Store;
+use crate::users::UserRegistry;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -53,6 +54,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Clients.
     pub clients: Arc<ClientRegistry>,
+    /// Users.
+    pub users: Arc<UserRegistry>,
     /// Client authentication.
     pub auth: ClientAuthenticator,
     /// Admin bearer token.

@@ -7,7 +7,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{Client, KeyRecord, Revocation, RevocationKind};
+use crate::model::{Client, KeyRecord, Revocation, RevocationKind, User, UserId, Username};
 use async_trait::async_trait;
 use portcullis_core::{ClientId, UnixTime};
 use std::sync::Arc;
@@ -114,6 +114,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes expired assertion jtis and revocations. Returns rows deleted.
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;
+
+    // ----- Users ---------------------------------------------------------
+
+    /// One user, by id.
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+    /// One user, by username (case-insensitive).
+    async fn get_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
+    /// All users, ordered by username.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Inserts a user; [`StoreError::Conflict`] if the username (or id) is taken.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Replaces a user's fields (its password hash included); false if there
+    /// is no such user, [`StoreError::Conflict`] if the new username is taken.
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError>;
+    /// Deletes a user; false if there is no such user.
+    async fn delete_user(&self, id: &UserId) -> Result<bool, StoreError>;
+    /// Sets (or, with `None`, removes) a user's password hash; false if there
+    /// is no such user.
+    async fn set_password_hash(
+        &self,
+        id: &UserId,
+        phc: Option<&str>,
+        updated_at: UnixTime,
+    ) -> Result<bool, StoreError>;
+    /// Inserts or replaces a user by username (config-declared users,
+    /// applied at start). An existing user keeps its id and `created_at`.
+    async fn upsert_user(&self, user: &User) -> Result<(), StoreError>;
 }
 
 /// Opens the store a database URL names, running migrations.

@@ -1,7 +1,10 @@
 //! The embedded SQLite back-end (WAL mode; one writer, concurrent readers).
 
 use super::{NewRevocation, Store, StoreError};
-use crate::model::{Client, Credential, GrantType, KeyRecord, Revocation, RevocationKind};
+use crate::model::{
+    Client, Credential, GrantType, KeyRecord, Revocation, RevocationKind, User, UserId,
+    UserProfile, Username,
+};
 use async_trait::async_trait;
 use portcullis_core::{Audience, ClientId, ScopeSet, UnixTime};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -404,4 +407,156 @@ impl Store for SqliteStore {
             .rows_affected();
         Ok(a + b)
     }
+
+    // ----- Users ---------------------------------------------------------
+
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        unique(
+            bind_user(sqlx::query(INSERT_USER), user)
+                .execute(&self.pool)
+                .await,
+        )?;
+        Ok(())
+    }
+
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        let done = bind_user(sqlx::query(UPDATE_USER), user)
+            .execute(&self.pool)
+            .await;
+        Ok(unique(done)?.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, id: &UserId) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &UserId,
+        phc: Option<&str>,
+        updated_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(phc)
+            .bind(i(updated_at))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn upsert_user(&self, user: &User) -> Result<(), StoreError> {
+        unique(
+            bind_user(sqlx::query(UPSERT_USER), user)
+                .execute(&self.pool)
+                .await,
+        )?;
+        Ok(())
+    }
 }
+
+// ----- Users ---------------------------------------------------------------
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+fn unique<T>(r: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+    match r {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
+        r => Ok(r?),
+    }
+}
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
+    let id: String = row.try_get("id")?;
+    let id = UserId::from_str(&id).map_err(|e| corrupt("user id")(e.to_string()))?;
+    let username: String = row.try_get("username")?;
+    let list = |col: &str| -> Result<Vec<String>, StoreError> {
+        let s: String = row.try_get(col)?;
+        serde_json::from_str(&s).map_err(|e| corrupt(col)(e.to_string()))
+    };
+    Ok(User {
+        username: Username::from_str(&username).map_err(corrupt("username"))?,
+        profile: UserProfile {
+            email: row.try_get("email")?,
+            email_verified: row.try_get::<i64, _>("email_verified")? != 0,
+            display_name: row.try_get("display_name")?,
+            roles: list("roles")?,
+            groups: list("groups")?,
+        },
+        password_hash: row
+            .try_get::<Option<String>, _>("password_hash")?
+            .map(portcullis_core::Secret::new),
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        created_at: u(row.try_get("created_at")?),
+        updated_at: u(row.try_get("updated_at")?),
+        id,
+    })
+}
+
+/// Binds the user's columns in the order of [`insert_user_sql`] (id first).
+fn bind_user<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    u: &'q User,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(u.id.as_str())
+        .bind(u.username.as_str())
+        .bind(u.profile.email.as_deref())
+        .bind(u.profile.email_verified as i64)
+        .bind(u.profile.display_name.as_str())
+        .bind(u.password_hash.as_ref().map(|h| h.expose()))
+        .bind(json_list(&u.profile.roles))
+        .bind(json_list(&u.profile.groups))
+        .bind(u.enabled as i64)
+        .bind(i(u.created_at))
+        .bind(i(u.updated_at))
+}
+
+macro_rules! insert_user_sql {
+    () => {
+        "INSERT INTO users (id, username, email, email_verified, display_name, password_hash, \
+    roles, groups, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
+const INSERT_USER: &str = insert_user_sql!();
+
+/// Binds like the insert: `?1` is the id, `?10` (`created_at`) never changes.
+const UPDATE_USER: &str = "UPDATE users SET username = ?2, email = ?3, email_verified = ?4, \
+    display_name = ?5, password_hash = ?6, roles = ?7, groups = ?8, enabled = ?9, \
+    updated_at = ?11 WHERE id = ?1";
+
+const UPSERT_USER: &str = concat!(
+    insert_user_sql!(),
+    " ON CONFLICT (username) DO UPDATE SET email = excluded.email, \
+    email_verified = excluded.email_verified, display_name = excluded.display_name, \
+    password_hash = excluded.password_hash, roles = excluded.roles, groups = excluded.groups, \
+    enabled = excluded.enabled, updated_at = excluded.updated_at"
+);
