@@ -5,6 +5,7 @@ pub mod admin;
 pub mod error;
 pub mod form;
 mod ops;
+pub mod pages;
 mod token;
 
 use crate::client_auth::ClientAuthenticator;
