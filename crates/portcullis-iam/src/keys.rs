@@ -12,6 +12,42 @@
 //! `rotate` publishes a new key at once and lets it sign only after the
 //! publish delay, which is longer than the JWKS `max-age` resource servers
 //! cache; the old key stays published until the last token it signed expired.
+//!
+//! # Chains
+//!
+//! A key's successor is the next key, in activation order, of its chain:
+//!
+//! - **The access-token chain** holds the keys of the primary algorithm
+//!   (`signing_alg`) and of every algorithm without a chain of its own.
+//!   [`Snapshot::signer`] is its latest activated key. Changing `signing_alg`
+//!   is thus a rotation like any other: a key of the new algorithm is staged,
+//!   the old key signs until it activates, then retires and leaves the JWKS.
+//! - **One chain per algorithm declared** in [`KeyRingOptions::chains`] (RS256
+//!   for ID tokens, say). It is rotated on its own, no other chain's key
+//!   retires its keys, and [`Snapshot::signer_for`] gives its active key.
+//!
+//! ```text
+//!  access (ES256)  E1 ---------------| E2 (rotate ES256) ------------
+//!  RS256           R1 -------------------------| R2 (rotate RS256) --
+//! ```
+//!
+//! The JWKS and the verifier hold the published keys of every chain.
+//!
+//! Which algorithms have a chain of their own is configuration, not stored
+//! with the keys: every process sharing a store must declare the same ones,
+//! as they must agree on `signing_alg`. A process that does not declare RS256
+//! counts the RS256 keys into its access-token chain, signs access tokens
+//! with them, and retires (and a day later deletes) them when that chain
+//! rotates.
+//!
+//! Moving `signing_alg` to an algorithm that has a chain of its own joins the
+//! old algorithm's keys to that chain: the old algorithm's last key retires
+//! when the first key of that chain activated after it did. If that instant
+//! is past, access tokens move to that chain's key at once (it is published
+//! already), but the old key may leave the JWKS before the tokens it signed
+//! expire. Rotate the old algorithm (`keys rotate`) and let the new key
+//! activate before the move: a rotation is then staged at start, as for any
+//! change of `signing_alg`.
 
 use crate::crypto::MasterKey;
 use crate::model::KeyRecord;
@@ -80,11 +116,76 @@ pub struct KeyInfo {
     pub unpublish_at: Option<UnixTime>,
 }
 
+/// What the ring signs with and how it schedules keys.
+#[derive(Debug, Clone)]
+pub struct KeyRingOptions {
+    /// The `iss` the verifier expects.
+    pub issuer: String,
+    /// The primary algorithm: access tokens are signed with it.
+    pub alg: SigningAlgorithm,
+    /// Algorithms with a chain of their own beside the access-token chain
+    /// (see the module docs). Listing `alg` too gives it a chain no key of
+    /// another algorithm retires: do so when it also signs something else.
+    pub chains: Vec<SigningAlgorithm>,
+    /// Seconds a rotated key is published before it signs.
+    pub publish_delay: u64,
+    /// The longest lifetime of a token any chain signs, seconds: a retired
+    /// key stays published this long (and a minute) after its successor
+    /// activated.
+    pub max_ttl: u64,
+}
+
+/// How keys group into chains (see the module docs).
+#[derive(Debug, Clone)]
+struct Chains {
+    primary: SigningAlgorithm,
+    own: Vec<SigningAlgorithm>,
+}
+
+impl Chains {
+    fn new(primary: SigningAlgorithm, declared: &[SigningAlgorithm]) -> Self {
+        let mut own = Vec::with_capacity(declared.len());
+        for &alg in declared {
+            if !own.contains(&alg) {
+                own.push(alg);
+            }
+        }
+        Self { primary, own }
+    }
+
+    /// Whether keys of `alg` belong to the access-token chain.
+    fn signs_access(&self, alg: SigningAlgorithm) -> bool {
+        alg == self.primary || !self.own.contains(&alg)
+    }
+
+    /// The position of the key that takes over from `algs[n]`, for keys in
+    /// activation order: the next key of its algorithm if that has a chain of
+    /// its own, else the next key of the access-token chain.
+    fn successor(&self, algs: &[SigningAlgorithm], n: usize) -> Option<usize> {
+        let alg = *algs.get(n)?;
+        let own = self.own.contains(&alg);
+        let next = algs
+            .get(n + 1..)?
+            .iter()
+            .position(|&a| if own { a == alg } else { self.signs_access(a) })?;
+        Some(n + 1 + next)
+    }
+}
+
 struct Loaded {
     key: Arc<SigningKey>,
     created_at: UnixTime,
     activate_at: UnixTime,
+    retire_at: Option<UnixTime>,
     unpublish_at: Option<UnixTime>,
+    /// In the access-token chain.
+    access: bool,
+}
+
+impl Loaded {
+    fn is_active(&self, now: UnixTime) -> bool {
+        self.activate_at <= now && self.retire_at.is_none_or(|t| t > now)
+    }
 }
 
 /// An immutable view of the keys, swapped atomically on reload.
@@ -95,12 +196,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The key that signs at `now`: the latest one already activated.
+    /// The key that signs access tokens at `now`: the latest activated key
+    /// of the access-token chain. That is the primary algorithm's active key,
+    /// except while a change of `signing_alg` is staged, when the old
+    /// algorithm's key signs until the new one activates.
     pub fn signer(&self, now: UnixTime) -> Option<&Arc<SigningKey>> {
         self.keys
             .iter()
             .rev()
-            .find(|k| k.activate_at <= now)
+            .find(|k| k.access && k.activate_at <= now)
+            .map(|k| &k.key)
+    }
+
+    /// The active key of algorithm `alg` at `now`: the key of `alg`'s own
+    /// chain, or of the access-token chain if that signs with `alg`. None if
+    /// no key of `alg` is active (none at all, only a pending one, or the
+    /// access-token chain moved to another algorithm).
+    pub fn signer_for(&self, alg: SigningAlgorithm, now: UnixTime) -> Option<&Arc<SigningKey>> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.key.alg() == alg && k.is_active(now))
             .map(|k| &k.key)
     }
 
@@ -121,6 +237,7 @@ pub struct KeyRing {
     master: Arc<MasterKey>,
     clock: Arc<dyn Clock>,
     issuer: String,
+    chains: Chains,
     publish_delay: u64,
     max_ttl: u64,
     snapshot: ArcSwap<Snapshot>,
@@ -129,6 +246,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads the keys; creates the first one if there is none, and stages a
     /// rotation if the configured algorithm differs from the signing key's.
+    /// Only the access-token chain: [`KeyRing::init_with`] declares more.
     pub async fn init(
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
@@ -138,18 +256,40 @@ impl KeyRing {
         publish_delay: u64,
         max_ttl: u64,
     ) -> Result<Self, KeyRingError> {
+        let options = KeyRingOptions {
+            issuer,
+            alg,
+            chains: Vec::new(),
+            publish_delay,
+            max_ttl,
+        };
+        Self::init_with(store, master, clock, options).await
+    }
+
+    /// Loads the keys, then makes sure every chain has a signing key: the
+    /// access-token chain as [`KeyRing::init`] does, and each algorithm in
+    /// `options.chains` gets an active first key if none of its keys is
+    /// active.
+    pub async fn init_with(
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        clock: Arc<dyn Clock>,
+        options: KeyRingOptions,
+    ) -> Result<Self, KeyRingError> {
+        let alg = options.alg;
         let empty = Snapshot {
             keys: Vec::new(),
             jwks: Arc::from("{\"keys\":[]}"),
-            verifier: TokenVerifier::new(issuer.clone(), &[], 0),
+            verifier: TokenVerifier::new(options.issuer.clone(), &[], 0),
         };
         let ring = Self {
             store,
             master,
             clock,
-            issuer,
-            publish_delay,
-            max_ttl,
+            issuer: options.issuer,
+            chains: Chains::new(alg, &options.chains),
+            publish_delay: options.publish_delay,
+            max_ttl: options.max_ttl,
             snapshot: ArcSwap::from_pointee(empty),
         };
         ring.reload().await?;
@@ -178,6 +318,18 @@ impl KeyRing {
             }
             Some(_) => {}
         }
+        for &chain in &ring.chains.own {
+            // The primary algorithm's keys were seen to above, as the
+            // access-token chain (which may still sign with an old one).
+            if chain == alg || ring.snapshot().signer_for(chain, now).is_some() {
+                continue;
+            }
+            // As for the first access-token key: no verifier has cached a
+            // key of this chain yet, so its first key may sign at once (one
+            // meeting an unknown kid refetches the JWKS, OIDC Core 10.1.1).
+            ring.add_key(chain, now).await?;
+            tracing::info!(alg = %chain, "created the first signing key of its chain");
+        }
         Ok(ring)
     }
 
@@ -191,11 +343,15 @@ impl KeyRing {
     pub async fn reload(&self) -> Result<(), KeyRingError> {
         let now = self.clock.now();
         let records = self.store.list_keys().await?;
+        let algs: Vec<SigningAlgorithm> = records.iter().map(|r| r.alg).collect();
         let mut keys = Vec::with_capacity(records.len());
         for (n, r) in records.iter().enumerate() {
-            let next_activate = records.get(n + 1).map(|s| s.activate_at);
-            let unpublish_at =
-                next_activate.map(|t| t.saturating_add(self.max_ttl + UNPUBLISH_LEEWAY));
+            let retire_at = self
+                .chains
+                .successor(&algs, n)
+                .and_then(|s| records.get(s))
+                .map(|s| s.activate_at);
+            let unpublish_at = retire_at.map(|t| t.saturating_add(self.max_ttl + UNPUBLISH_LEEWAY));
             if unpublish_at.is_some_and(|t| t.saturating_add(86_400) <= now) {
                 self.store.delete_key(&r.kid).await?;
                 continue;
@@ -207,7 +363,9 @@ impl KeyRing {
                 key: Arc::new(self.open(r)?),
                 created_at: r.created_at,
                 activate_at: r.activate_at,
+                retire_at,
                 unpublish_at,
+                access: self.chains.signs_access(r.alg),
             });
         }
         let jwks: Vec<serde_json::Value> =
@@ -278,25 +436,24 @@ impl KeyRing {
             }))
     }
 
-    /// Staged rotation: publish a new key now, sign with it after the delay.
+    /// Staged rotation of `alg`'s chain (the access-token chain unless `alg`
+    /// has one of its own): publish a new key now, sign with it after the
+    /// delay. Other chains are untouched.
     pub async fn rotate(&self, alg: SigningAlgorithm) -> Result<KeyInfo, KeyRingError> {
         let activate_at = self.clock.now().saturating_add(self.publish_delay);
         self.add_key(alg, activate_at).await
     }
 
-    /// Every published key with its state now.
+    /// Every published key of every chain, with its state now.
     pub fn list(&self) -> Vec<KeyInfo> {
         let now = self.clock.now();
         let snap = self.snapshot();
-        let signer = snap.signer(now).map(|k| k.kid().to_owned());
         snap.keys
             .iter()
-            .enumerate()
-            .map(|(n, k)| {
-                let retire_at = snap.keys.get(n + 1).map(|s| s.activate_at);
+            .map(|k| {
                 let state = if k.activate_at > now {
                     KeyState::Pending
-                } else if signer.as_deref() == Some(k.key.kid()) {
+                } else if k.is_active(now) {
                     KeyState::Active
                 } else if k.unpublish_at.is_some_and(|t| t <= now) {
                     KeyState::Expired
@@ -309,10 +466,61 @@ impl KeyRing {
                     state,
                     created_at: k.created_at,
                     activate_at: k.activate_at,
-                    retire_at,
+                    retire_at: k.retire_at,
                     unpublish_at: k.unpublish_at,
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chains;
+    use portcullis_core::jose::SigningAlgorithm::{EdDsa, Es256, Rs256};
+
+    #[test]
+    fn without_declared_chains_every_key_is_one_chain() {
+        let c = Chains::new(Es256, &[]);
+        let algs = [Es256, EdDsa, Es256];
+        assert_eq!(c.successor(&algs, 0), Some(1));
+        assert_eq!(c.successor(&algs, 1), Some(2));
+        assert_eq!(c.successor(&algs, 2), None);
+        assert!(algs.iter().all(|&a| c.signs_access(a)));
+    }
+
+    #[test]
+    fn a_declared_chain_succeeds_only_itself() {
+        let c = Chains::new(Es256, &[Rs256, Rs256]);
+        let algs = [Es256, Rs256, Es256, Rs256, Es256];
+        assert_eq!(c.successor(&algs, 0), Some(2));
+        assert_eq!(c.successor(&algs, 1), Some(3));
+        assert_eq!(c.successor(&algs, 2), Some(4));
+        assert_eq!(c.successor(&algs, 3), None);
+        assert_eq!(c.successor(&algs, 4), None);
+        assert!(!c.signs_access(Rs256));
+        assert!(
+            c.signs_access(EdDsa),
+            "an undeclared algorithm joins access"
+        );
+    }
+
+    #[test]
+    fn an_old_primary_hands_over_to_the_new_one_but_not_to_other_chains() {
+        // signing_alg moved from ES256 to EdDSA, RS256 kept for ID tokens.
+        let c = Chains::new(EdDsa, &[Rs256]);
+        let algs = [Es256, Rs256, EdDsa];
+        assert_eq!(c.successor(&algs, 0), Some(2));
+        assert_eq!(c.successor(&algs, 1), None);
+    }
+
+    #[test]
+    fn a_declared_primary_is_not_retired_by_an_old_algorithm() {
+        // signing_alg moved from ES256 to RS256, which has its own chain.
+        let c = Chains::new(Rs256, &[Rs256]);
+        let algs = [Rs256, Es256, Rs256];
+        assert_eq!(c.successor(&algs, 0), Some(2));
+        assert_eq!(c.successor(&algs, 1), Some(2));
+        assert!(c.signs_access(Es256) && c.signs_access(Rs256));
     }
 }

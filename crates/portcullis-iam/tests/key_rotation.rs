@@ -1,15 +1,24 @@
 //! Staged key rotation: tokens signed before, during and after a rotation all
 //! validate against the published JWKS throughout, including a JWKS a
-//! resource server cached before the new key started signing.
+//! resource server cached before the new key started signing. Then chains of
+//! their own per algorithm (ES256 access tokens beside an RS256 chain), on
+//! the key ring over a real SQLite store.
 
 #![allow(clippy::unwrap_used)]
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use portcullis_test_support::{ManualClock, TestIam, verify_with_jwks};
+use portcullis_core::jose::SigningAlgorithm::{self, EdDsa, Es256, Rs256};
+use portcullis_core::{Clock, Secret};
+use portcullis_iam::crypto::MasterKey;
+use portcullis_iam::keys::{KeyRing, KeyRingOptions, KeyState};
+use portcullis_test_support::{ManualClock, TEST_MASTER_KEY, TestIam, verify_with_jwks};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
+use tempfile::TempDir;
 
 fn kid(token: &str) -> String {
     let h: Value =
@@ -26,6 +35,17 @@ fn kids(jwks: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `(kid, field)` of every entry of `{"keys": [..]}`.
+fn kid_and<T: FromIterator<(String, String)>>(v: &Value, field: &str) -> T {
+    let s = |k: &Value, f: &str| k[f].as_str().unwrap().to_owned();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (s(k, "kid"), s(k, field)))
+        .collect()
+}
+
 async fn states(iam: &TestIam) -> Vec<(String, String)> {
     let v: Value = iam
         .admin_call(Method::GET, "/admin/keys", None)
@@ -33,17 +53,7 @@ async fn states(iam: &TestIam) -> Vec<(String, String)> {
         .json()
         .await
         .unwrap();
-    v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            (
-                k["kid"].as_str().unwrap().to_owned(),
-                k["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    kid_and(&v, "state")
 }
 
 #[tokio::test]
@@ -179,4 +189,334 @@ async fn a_wrong_master_key_refuses_to_start() {
         .err()
         .expect("must refuse");
     assert!(err.to_string().contains("did not decrypt"), "{err}");
+}
+
+#[tokio::test]
+async fn rotating_an_algorithm_without_a_chain_of_its_own_moves_access_tokens_as_before() {
+    let clock = ManualClock::now_real();
+    let iam = TestIam::start_full(|c| c.key_publish_delay_secs = Some(120), clock.clone()).await;
+    let c = iam.secret_client("svc").await;
+    let k1 = kid(&iam.access_token(&c).await);
+    let r = iam
+        .admin_call(
+            Method::POST,
+            "/admin/keys/rotate",
+            Some(json!({"alg": "RS256"})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let k2 = r.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(kid(&iam.access_token(&c).await), k1);
+    clock.advance(121);
+    let after = iam.access_token(&c).await;
+    assert_eq!(kid(&after), k2, "one access-token chain, as before chains");
+    verify_with_jwks(&after, &iam.jwks().await, &iam.base, "api-1").unwrap();
+    assert_eq!(
+        states(&iam).await,
+        [(k1, "retired".into()), (k2, "active".into())]
+    );
+}
+
+// ----- Chains of their own -------------------------------------------------
+
+const ISSUER: &str = "https://iam.test.example";
+const PUBLISH_DELAY: u64 = 120;
+const MAX_TTL: u64 = 600;
+
+/// A key ring over the SQLite store in `dir` (a restart when it exists).
+async fn ring(
+    dir: &Path,
+    clock: &Arc<ManualClock>,
+    alg: SigningAlgorithm,
+    chains: &[SigningAlgorithm],
+) -> KeyRing {
+    let url = format!("sqlite://{}", dir.join("iam.db").display());
+    let store = portcullis_iam::store::open(&url).await.unwrap();
+    let master = MasterKey::from_base64(&Secret::new(TEST_MASTER_KEY)).unwrap();
+    let options = KeyRingOptions {
+        issuer: ISSUER.into(),
+        alg,
+        chains: chains.to_vec(),
+        publish_delay: PUBLISH_DELAY,
+        max_ttl: MAX_TTL,
+    };
+    KeyRing::init_with(store, Arc::new(master), clock.clone(), options)
+        .await
+        .unwrap()
+}
+
+/// The JWKS the ring serves, as `(kid, alg)` pairs. Keys activated in the
+/// same second come in no defined order, so the sets are compared.
+fn published(ring: &KeyRing) -> BTreeSet<(String, String)> {
+    kid_and(
+        &serde_json::from_str(ring.snapshot().jwks_json()).unwrap(),
+        "alg",
+    )
+}
+
+fn published_kids(ring: &KeyRing) -> BTreeSet<String> {
+    published(ring).into_iter().map(|(kid, _)| kid).collect()
+}
+
+/// `(kid, alg, state)` of every key the ring lists, by kid.
+fn listed(ring: &KeyRing) -> Vec<(String, String, KeyState)> {
+    let mut keys: Vec<_> = ring
+        .list()
+        .into_iter()
+        .map(|k| (k.kid, k.alg, k.state))
+        .collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys
+}
+
+fn sorted_by_kid<const N: usize>(
+    mut keys: [(String, String, KeyState); N],
+) -> Vec<(String, String, KeyState)> {
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys.into()
+}
+
+/// The kid of the access-token signer now.
+fn access_kid(ring: &KeyRing, clock: &ManualClock) -> String {
+    let snap = ring.snapshot();
+    let key = snap.signer(clock.now()).unwrap();
+    key.kid().to_owned()
+}
+
+/// The kid of `alg`'s active key now.
+fn kid_for(ring: &KeyRing, clock: &ManualClock, alg: SigningAlgorithm) -> String {
+    let snap = ring.snapshot();
+    let key = snap.signer_for(alg, clock.now()).unwrap();
+    assert_eq!(key.alg(), alg);
+    key.kid().to_owned()
+}
+
+/// A token signed now by `alg`'s active key.
+fn sign(ring: &KeyRing, clock: &ManualClock, alg: SigningAlgorithm) -> String {
+    let now = clock.now();
+    let claims = json!({
+        "iss": ISSUER, "sub": "svc", "aud": "api-1", "client_id": "svc", "jti": now.to_string(),
+        "iat": now, "nbf": now, "exp": now + 100_000,
+    });
+    let snap = ring.snapshot();
+    snap.signer_for(alg, now)
+        .unwrap()
+        .sign_access_token(&claims)
+        .unwrap()
+}
+
+/// Whether the ring's JWKS (as a resource server sees it) and its own
+/// verifier (introspection) accept `token`.
+fn verifies(ring: &KeyRing, clock: &ManualClock, token: &str) -> bool {
+    let jwks: Value = serde_json::from_str(ring.snapshot().jwks_json()).unwrap();
+    let external = verify_with_jwks(token, &jwks, ISSUER, "api-1").is_ok();
+    let internal = ring
+        .snapshot()
+        .verifier()
+        .verify(token, clock.now())
+        .is_ok();
+    assert_eq!(external, internal, "JWKS and verifier disagree");
+    external
+}
+
+/// A new store with an ES256 access-token chain and an RS256 chain: its
+/// directory, the clock, the ring, and the kids of the ES256 and RS256 keys.
+async fn two_chains() -> (TempDir, Arc<ManualClock>, KeyRing, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::now_real();
+    let ring = ring(dir.path(), &clock, Es256, &[Rs256]).await;
+    let es = access_kid(&ring, &clock);
+    let rs = kid_for(&ring, &clock, Rs256);
+    (dir, clock, ring, es, rs)
+}
+
+#[tokio::test]
+async fn every_chain_is_published_and_signs_with_its_own_algorithm() {
+    let (_dir, clock, ring, es, rs) = two_chains().await;
+    assert_eq!(access_kid(&ring, &clock), es);
+    assert_eq!(kid_for(&ring, &clock, Es256), es);
+    assert_eq!(
+        published(&ring),
+        BTreeSet::from([(es.clone(), "ES256".into()), (rs.clone(), "RS256".into())])
+    );
+    assert_eq!(
+        listed(&ring),
+        sorted_by_kid([
+            (es, "ES256".into(), KeyState::Active),
+            (rs, "RS256".into(), KeyState::Active)
+        ])
+    );
+    assert!(ring.snapshot().signer_for(EdDsa, clock.now()).is_none());
+    for alg in [Es256, Rs256] {
+        let token = sign(&ring, &clock, alg);
+        assert!(verifies(&ring, &clock, &token), "{alg}");
+    }
+}
+
+#[tokio::test]
+async fn rotating_one_chain_leaves_the_other_alone() {
+    let (_dir, clock, ring, e1, r1) = two_chains().await;
+
+    // RS256 rotates; ES256 signs on, with no retirement scheduled.
+    let r2 = ring.rotate(Rs256).await.unwrap();
+    assert_eq!(r2.state, KeyState::Pending);
+    assert_eq!(
+        published_kids(&ring),
+        BTreeSet::from([e1.clone(), r1.clone(), r2.kid.clone()])
+    );
+    assert_eq!(
+        kid_for(&ring, &clock, Rs256),
+        r1,
+        "during the publish delay"
+    );
+    clock.advance(PUBLISH_DELAY + 1);
+    assert_eq!(kid_for(&ring, &clock, Rs256), r2.kid);
+    assert_eq!(access_kid(&ring, &clock), e1);
+    assert_eq!(kid_for(&ring, &clock, Es256), e1);
+    let info = |kid: &str| ring.list().into_iter().find(|k| k.kid == kid).unwrap();
+    assert_eq!(info(&r1).state, KeyState::Retired);
+    assert_eq!(info(&r1).retire_at, Some(r2.activate_at));
+    assert_eq!(info(&e1).state, KeyState::Active);
+    assert_eq!(info(&e1).retire_at, None);
+
+    // ES256 rotates; the RS256 signer stays.
+    let e2 = ring.rotate(Es256).await.unwrap();
+    assert_eq!(access_kid(&ring, &clock), e1);
+    clock.advance(PUBLISH_DELAY + 1);
+    assert_eq!(access_kid(&ring, &clock), e2.kid);
+    assert_eq!(kid_for(&ring, &clock, Rs256), r2.kid);
+    assert_eq!(info(&e1).state, KeyState::Retired);
+    assert_eq!(info(&r2.kid).state, KeyState::Active);
+    assert_eq!(info(&r2.kid).retire_at, None);
+}
+
+#[tokio::test]
+async fn a_retired_key_of_a_chain_stays_published_until_its_unpublish_time() {
+    let (dir, clock, ring, e1, r1) = two_chains().await;
+    let old = sign(&ring, &clock, Rs256);
+
+    let r2 = ring.rotate(Rs256).await.unwrap();
+    clock.advance(PUBLISH_DELAY + 1);
+    let new = sign(&ring, &clock, Rs256);
+    let info = ring.list().into_iter().find(|k| k.kid == r1).unwrap();
+    let unpublish_at = info.unpublish_at.unwrap();
+    assert_eq!(unpublish_at, r2.activate_at + MAX_TTL + 60);
+
+    clock.advance(unpublish_at - 1 - clock.now());
+    ring.reload().await.unwrap();
+    assert_eq!(
+        published_kids(&ring),
+        BTreeSet::from([e1.clone(), r1.clone(), r2.kid.clone()])
+    );
+    assert!(
+        verifies(&ring, &clock, &old),
+        "the old key's tokens still verify"
+    );
+
+    clock.advance(1);
+    ring.reload().await.unwrap();
+    assert_eq!(
+        published_kids(&ring),
+        BTreeSet::from([e1.clone(), r2.kid.clone()])
+    );
+    assert!(!verifies(&ring, &clock, &old));
+    assert!(verifies(&ring, &clock, &new));
+    assert_eq!(access_kid(&ring, &clock), e1, "ES256 unaffected throughout");
+
+    // A day later the key is deleted from the store, not just unpublished.
+    clock.advance(86_400);
+    ring.reload().await.unwrap();
+    let url = format!("sqlite://{}", dir.path().join("iam.db").display());
+    let stored = portcullis_iam::store::open(&url)
+        .await
+        .unwrap()
+        .list_keys()
+        .await
+        .unwrap();
+    let stored: BTreeSet<String> = stored.into_iter().map(|k| k.kid).collect();
+    assert_eq!(stored, BTreeSet::from([e1, r2.kid]));
+}
+
+#[tokio::test]
+async fn a_restart_restores_every_chain_without_creating_keys() {
+    let (dir, clock, first, e1, r1) = two_chains().await;
+    let r2 = first.rotate(Rs256).await.unwrap();
+    let before = listed(&first);
+    drop(first);
+
+    clock.advance(10);
+    let again = ring(dir.path(), &clock, Es256, &[Rs256]).await;
+    assert_eq!(listed(&again), before);
+    assert_eq!(access_kid(&again, &clock), e1);
+    assert_eq!(
+        kid_for(&again, &clock, Rs256),
+        r1,
+        "the pending key still waits"
+    );
+    clock.advance(PUBLISH_DELAY);
+    assert_eq!(kid_for(&again, &clock, Rs256), r2.kid);
+    drop(again);
+
+    let third = ring(dir.path(), &clock, Es256, &[Rs256]).await;
+    assert_eq!(
+        published_kids(&third),
+        BTreeSet::from([e1.clone(), r1, r2.kid.clone()])
+    );
+    assert_eq!(access_kid(&third, &clock), e1);
+    assert_eq!(kid_for(&third, &clock, Rs256), r2.kid);
+}
+
+#[tokio::test]
+async fn a_chain_declared_later_gets_its_first_key_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::now_real();
+    let plain = ring(dir.path(), &clock, Es256, &[]).await;
+    let e1 = access_kid(&plain, &clock);
+    assert_eq!(published_kids(&plain), BTreeSet::from([e1.clone()]));
+    drop(plain);
+
+    clock.advance(10);
+    let ring = ring(dir.path(), &clock, Es256, &[Rs256]).await;
+    let r1 = kid_for(&ring, &clock, Rs256);
+    assert_eq!(published_kids(&ring), BTreeSet::from([e1.clone(), r1]));
+    assert_eq!(access_kid(&ring, &clock), e1);
+}
+
+#[tokio::test]
+async fn changing_the_primary_algorithm_keeps_the_other_chains() {
+    let (dir, clock, before, e1, r1) = two_chains().await;
+    drop(before);
+
+    clock.advance(10);
+    let ring = ring(dir.path(), &clock, EdDsa, &[Rs256]).await;
+    let d1 = ring.list().into_iter().find(|k| k.alg == "EdDSA").unwrap();
+    assert_eq!(d1.state, KeyState::Pending, "staged, not signing yet");
+    assert_eq!(access_kid(&ring, &clock), e1, "the old key signs meanwhile");
+    assert!(ring.snapshot().signer_for(EdDsa, clock.now()).is_none());
+    assert_eq!(kid_for(&ring, &clock, Rs256), r1);
+
+    clock.advance(PUBLISH_DELAY + 1);
+    assert_eq!(access_kid(&ring, &clock), d1.kid);
+    assert_eq!(kid_for(&ring, &clock, Rs256), r1, "RS256 is not retired");
+    let e1_info = ring.list().into_iter().find(|k| k.kid == e1).unwrap();
+    assert_eq!(e1_info.state, KeyState::Retired);
+    assert_eq!(e1_info.retire_at, Some(d1.activate_at));
+
+    // The old algorithm leaves the JWKS like any retired key; RS256 stays.
+    clock.advance(e1_info.unpublish_at.unwrap() - clock.now());
+    ring.reload().await.unwrap();
+    assert_eq!(
+        published_kids(&ring),
+        BTreeSet::from([r1.clone(), d1.kid.clone()])
+    );
+    assert_eq!(
+        listed(&ring),
+        sorted_by_kid([
+            (r1, "RS256".into(), KeyState::Active),
+            (d1.kid, "EdDSA".into(), KeyState::Active)
+        ])
+    );
 }
