@@ -836,12 +836,21 @@ async fn h2_get(
         req = req.header(*k, *v);
     }
     let resp = send
-        .send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap())
+        .send_request(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, body)
 }
 
@@ -874,6 +883,11 @@ async fn http2_requests_take_the_same_pipeline() {
     assert_eq!(p.subject, "svc");
     assert_eq!(seen["path"], "/orders/a/b");
     // Path tricks are refused over HTTP/2 as well.
-    let (status, _) = h2_get(e.gw.addr, "/orders%2F..%2Fpublic", &[("authorization", &bearer)]).await;
+    let (status, _) = h2_get(
+        e.gw.addr,
+        "/orders%2F..%2Fpublic",
+        &[("authorization", &bearer)],
+    )
+    .await;
     assert_eq!(status, 400);
 }

@@ -3,6 +3,7 @@
 //! (RFC 6749 §3.1.2, RFC 8252 §7.3, RFC 9700 §4.1), and PKCE (RFC 7636).
 //! No I/O; the HTTP layer calls these.
 
+use crate::model::{GrantType, LoginSettings};
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -52,6 +53,57 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
             "scheme {s:?} is not allowed (https, loopback http, or a reverse-domain private-use scheme)"
         )),
     }
+}
+
+/// Checks a client's login settings against its grants and credential,
+/// for the admin API and the config file alike. Returns `(field, problem)`.
+/// - every redirect and post-logout redirect URI passes
+///   [`validate_redirect_uri`];
+/// - `authorization_code` needs at least one redirect URI, and redirect
+///   URIs need `authorization_code`;
+/// - `refresh_token` comes only with `authorization_code`;
+/// - a public client may not use `client_credentials` and always uses PKCE.
+pub fn check_login_settings(
+    grants: &[GrantType],
+    public: bool,
+    login: &LoginSettings,
+) -> Result<(), (&'static str, String)> {
+    for u in &login.redirect_uris {
+        validate_redirect_uri(u).map_err(|e| ("redirect_uris", format!("{u:?}: {e}")))?;
+    }
+    for u in &login.post_logout_redirect_uris {
+        validate_redirect_uri(u)
+            .map_err(|e| ("post_logout_redirect_uris", format!("{u:?}: {e}")))?;
+    }
+    let code = grants.contains(&GrantType::AuthorizationCode);
+    if code && login.redirect_uris.is_empty() {
+        return Err((
+            "redirect_uris",
+            "the authorization_code grant needs at least one redirect URI".into(),
+        ));
+    }
+    if !code && !login.redirect_uris.is_empty() {
+        return Err((
+            "redirect_uris",
+            "redirect URIs need the authorization_code grant".into(),
+        ));
+    }
+    if grants.contains(&GrantType::RefreshToken) && !code {
+        return Err((
+            "grant_types",
+            "refresh_token is only issued with authorization_code".into(),
+        ));
+    }
+    if public && grants.contains(&GrantType::ClientCredentials) {
+        return Err((
+            "grant_types",
+            "a public client cannot use client_credentials".into(),
+        ));
+    }
+    if public && !login.require_pkce {
+        return Err(("require_pkce", "a public client always uses PKCE".into()));
+    }
+    Ok(())
 }
 
 /// The part of a loopback redirect URI after the port, if `uri` is one.
@@ -208,7 +260,10 @@ mod tests {
             "http://127.0.0.1:8080/cb",
             "http://127.0.0.1:9/cb"
         ));
-        assert!(redirect_uri_matches("http://[::1]/cb", "http://[::1]:4000/cb"));
+        assert!(redirect_uri_matches(
+            "http://[::1]/cb",
+            "http://[::1]:4000/cb"
+        ));
         for other in [
             "http://127.0.0.1:51234/cb/x",
             "http://127.0.0.1:0/cb",
@@ -225,6 +280,62 @@ mod tests {
             "http://localhost:3000/cb",
             "http://localhost:3001/cb"
         ));
+    }
+
+    #[test]
+    fn login_settings_agree_with_grants_and_credential() {
+        use GrantType::*;
+        let with = |uris: &[&str]| LoginSettings {
+            redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
+            ..LoginSettings::default()
+        };
+        let ok = with(&["https://app.example/cb"]);
+        assert_eq!(
+            check_login_settings(&[AuthorizationCode, RefreshToken], true, &ok),
+            Ok(())
+        );
+        assert_eq!(
+            check_login_settings(&[ClientCredentials], false, &with(&[])),
+            Ok(())
+        );
+        let field = |g: &[GrantType], public: bool, l: &LoginSettings| {
+            check_login_settings(g, public, l).unwrap_err().0
+        };
+        assert_eq!(
+            field(&[AuthorizationCode], false, &with(&[])),
+            "redirect_uris"
+        );
+        assert_eq!(field(&[ClientCredentials], false, &ok), "redirect_uris");
+        assert_eq!(
+            field(
+                &[AuthorizationCode],
+                false,
+                &with(&["http://evil.example/cb"])
+            ),
+            "redirect_uris"
+        );
+        assert_eq!(field(&[RefreshToken], false, &with(&[])), "grant_types");
+        assert_eq!(
+            field(&[AuthorizationCode, ClientCredentials], true, &ok),
+            "grant_types"
+        );
+        let no_pkce = LoginSettings {
+            require_pkce: false,
+            ..ok.clone()
+        };
+        assert_eq!(field(&[AuthorizationCode], true, &no_pkce), "require_pkce");
+        assert_eq!(
+            check_login_settings(&[AuthorizationCode], false, &no_pkce),
+            Ok(())
+        );
+        let bad_logout = LoginSettings {
+            post_logout_redirect_uris: vec!["https://app.example/#x".into()],
+            ..ok
+        };
+        assert_eq!(
+            field(&[AuthorizationCode], false, &bad_logout),
+            "post_logout_redirect_uris"
+        );
     }
 
     #[test]
@@ -252,7 +363,11 @@ mod tests {
             check_challenge(None, Some("S256"), false),
             Err(PkceError::MethodWithoutChallenge)
         );
-        for bad in [&challenge[..42], &format!("{challenge}A"), "!".repeat(43).as_str()] {
+        for bad in [
+            &challenge[..42],
+            &format!("{challenge}A"),
+            "!".repeat(43).as_str(),
+        ] {
             assert_eq!(
                 check_challenge(Some(bad), Some("S256"), true),
                 Err(PkceError::Challenge),

@@ -200,7 +200,9 @@ impl ClientAuthenticator {
                         })?)
                     }
                     Credential::JwksUri(u) => self.fetch_jwks(u, false).await?,
-                    Credential::Secret { .. } => return Err(invalid_client(FAILED)),
+                    Credential::Secret { .. } | Credential::None => {
+                        return Err(invalid_client(FAILED));
+                    }
                 };
                 let now = self.clock.now();
                 let verified = match verify_client_assertion(

@@ -5,7 +5,7 @@ use crate::config::{
     ClientCredentialSpec, ClientSpec, Mode, parse_audiences, parse_grants, parse_scopes,
 };
 use crate::crypto::{MasterKey, generate_client_secret, random_token};
-use crate::model::{Client, Credential, GrantType, RevocationKind};
+use crate::model::{Client, Credential, GrantType, LoginSettings, RevocationKind};
 use crate::store::{NewRevocation, Store, StoreError};
 use moka::future::Cache;
 use portcullis_core::{Audience, ClientId, Clock, ScopeSet, Secret, UnixTime};
@@ -63,6 +63,17 @@ pub struct ClientInput {
     pub default_audiences: Option<Vec<String>>,
     /// Lifetime override in seconds (0 clears it).
     pub access_token_ttl_secs: Option<u64>,
+    /// Create a public client (`token_endpoint_auth_method` `none`): no
+    /// secret, authorization code with PKCE only (create only).
+    pub public: Option<bool>,
+    /// Redirect URIs (authorization-code flow).
+    pub redirect_uris: Option<Vec<String>>,
+    /// Where RP-initiated logout may return to.
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    /// Skip the consent screen.
+    pub first_party: Option<bool>,
+    /// Require PKCE (always on for public clients).
+    pub require_pkce: Option<bool>,
     /// Enabled flag.
     pub enabled: Option<bool>,
 }
@@ -95,6 +106,14 @@ pub struct ClientView {
     /// Lifetime override.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_token_ttl_secs: Option<u64>,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Skips consent.
+    pub first_party: bool,
+    /// Requires PKCE.
+    pub require_pkce: bool,
     /// Enabled.
     pub enabled: bool,
     /// Created.
@@ -108,7 +127,7 @@ impl From<&Client> for ClientView {
         let (jwks, jwks_uri) = match &c.credential {
             Credential::Jwks(j) => (Some(j.clone()), None),
             Credential::JwksUri(u) => (None, Some(u.to_string())),
-            Credential::Secret { .. } => (None, None),
+            Credential::Secret { .. } | Credential::None => (None, None),
         };
         Self {
             client_id: c.id.to_string(),
@@ -122,6 +141,10 @@ impl From<&Client> for ClientView {
             allowed_audiences: c.allowed_audiences.clone(),
             default_audiences: c.default_audiences.clone(),
             access_token_ttl_secs: c.access_token_ttl,
+            redirect_uris: c.login.redirect_uris.clone(),
+            post_logout_redirect_uris: c.login.post_logout_redirect_uris.clone(),
+            first_party: c.login.first_party,
+            require_pkce: c.login.require_pkce,
             enabled: c.enabled,
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -245,7 +268,7 @@ impl ClientRegistry {
     /// Creates a client; returns it and, for secret clients, the secret (shown once).
     pub async fn create(
         &self,
-        input: ClientInput,
+        mut input: ClientInput,
         actor: &str,
     ) -> Result<(Client, Option<Secret>), ClientError> {
         let id = match &input.client_id {
@@ -258,7 +281,14 @@ impl ClientRegistry {
             .map_err(|e| ClientError::Invalid(e.to_string()))?,
         };
         let now = self.clock.now();
+        let public = input.public.take().unwrap_or(false);
         let (credential, secret) = match (&input.jwks, &input.jwks_uri) {
+            (None, None) if public => (Credential::None, None),
+            (Some(_), _) | (_, Some(_)) if public => {
+                return Err(ClientError::Invalid(
+                    "public: a public client has no jwks or jwks_uri".into(),
+                ));
+            }
             (Some(_), Some(_)) => {
                 return Err(ClientError::Invalid(
                     "give jwks or jwks_uri, not both".into(),
@@ -289,10 +319,14 @@ impl ClientRegistry {
             allowed_audiences: Vec::new(),
             default_audiences: Vec::new(),
             access_token_ttl: None,
+            login: LoginSettings::default(),
             enabled: true,
             created_at: now,
             updated_at: now,
         };
+        if public {
+            client.grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
+        }
         self.apply(&mut client, input)?;
         match self.store.create_client(&client).await {
             Err(StoreError::Conflict) => return Err(ClientError::Conflict),
@@ -335,9 +369,27 @@ impl ClientRegistry {
             }
             c.access_token_ttl = (t > 0).then_some(t);
         }
+        if let Some(u) = input.redirect_uris {
+            c.login.redirect_uris = u;
+        }
+        if let Some(u) = input.post_logout_redirect_uris {
+            c.login.post_logout_redirect_uris = u;
+        }
+        if let Some(f) = input.first_party {
+            c.login.first_party = f;
+        }
+        if let Some(p) = input.require_pkce {
+            c.login.require_pkce = p;
+        }
         if let Some(e) = input.enabled {
             c.enabled = e;
         }
+        crate::authorize::check_login_settings(
+            &c.grant_types,
+            matches!(c.credential, Credential::None),
+            &c.login,
+        )
+        .map_err(|(field, problem)| ClientError::Invalid(format!("{field}: {problem}")))?;
         if !c.default_scopes.is_subset(&c.allowed_scopes) {
             return Err(ClientError::Invalid(
                 "default_scopes: must be a subset of allowed_scopes".into(),
@@ -366,6 +418,11 @@ impl ClientRegistry {
         if input.client_id.take().is_some_and(|s| s != id.as_str()) {
             return Err(ClientError::Invalid("client_id cannot be changed".into()));
         }
+        if input.public.is_some() {
+            return Err(ClientError::Invalid(
+                "public: set at creation only (create a new client)".into(),
+            ));
+        }
         let mut client = self
             .store
             .get_client(id)
@@ -373,6 +430,11 @@ impl ClientRegistry {
             .ok_or(ClientError::NotFound)?;
         let was_enabled = client.enabled;
         match (input.jwks.take(), input.jwks_uri.take()) {
+            (Some(_), _) | (_, Some(_)) if matches!(client.credential, Credential::None) => {
+                return Err(ClientError::Invalid(
+                    "public: a public client has no jwks or jwks_uri".into(),
+                ));
+            }
             (Some(_), Some(_)) => {
                 return Err(ClientError::Invalid(
                     "give jwks or jwks_uri, not both".into(),
@@ -429,10 +491,18 @@ impl ClientRegistry {
             .get_client(id)
             .await?
             .ok_or(ClientError::NotFound)?;
-        if !matches!(client.credential, Credential::Secret { .. }) {
-            return Err(ClientError::NotApplicable(
-                "this client authenticates with private_key_jwt; it has no secret",
-            ));
+        match client.credential {
+            Credential::Secret { .. } => {}
+            Credential::None => {
+                return Err(ClientError::NotApplicable(
+                    "this is a public client; it has no secret",
+                ));
+            }
+            Credential::Jwks(_) | Credential::JwksUri(_) => {
+                return Err(ClientError::NotApplicable(
+                    "this client authenticates with private_key_jwt; it has no secret",
+                ));
+            }
         }
         let s = generate_client_secret().map_err(|_| ClientError::Random)?;
         client.credential = Credential::Secret {
@@ -461,6 +531,7 @@ impl ClientRegistry {
                     Credential::Jwks(j.clone())
                 }
                 ClientCredentialSpec::JwksUri(u) => Credential::JwksUri(u.clone()),
+                ClientCredentialSpec::None => Credential::None,
             };
             let existing = self.store.get_client(&spec.id).await?;
             let client = Client {
@@ -473,6 +544,7 @@ impl ClientRegistry {
                 allowed_audiences: spec.allowed_audiences.clone(),
                 default_audiences: spec.default_audiences.clone(),
                 access_token_ttl: spec.access_token_ttl,
+                login: spec.login.clone(),
                 enabled: spec.enabled,
                 created_at: existing.as_ref().map_or(now, |e| e.created_at),
                 updated_at: existing.as_ref().map_or(now, |e| e.updated_at),

@@ -98,6 +98,20 @@ pub struct RawClient {
     pub default_audiences: Vec<String>,
     /// Token lifetime override.
     pub access_token_ttl_secs: Option<u64>,
+    /// A public client (`token_endpoint_auth_method = none`): no credential.
+    #[serde(default)]
+    pub public: bool,
+    /// Redirect URIs for the authorization-code flow.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Skip the consent screen (default false).
+    #[serde(default)]
+    pub first_party: bool,
+    /// Require PKCE (default true; always true for public clients).
+    pub require_pkce: Option<bool>,
     /// Enabled (default true).
     pub enabled: Option<bool>,
 }
@@ -155,6 +169,8 @@ pub enum ClientCredentialSpec {
     Jwks(serde_json::Value),
     /// JWK Set URL.
     JwksUri(url::Url),
+    /// A public client: no credential.
+    None,
 }
 
 /// A validated declared client.
@@ -178,6 +194,8 @@ pub struct ClientSpec {
     pub default_audiences: Vec<Audience>,
     /// Lifetime override.
     pub access_token_ttl: Option<u64>,
+    /// Browser-login settings.
+    pub login: crate::model::LoginSettings,
     /// Enabled.
     pub enabled: bool,
 }
@@ -464,7 +482,10 @@ pub fn parse_grants(key: &str, v: &[String]) -> Result<Vec<crate::model::GrantTy
             crate::model::GrantType::parse(g).ok_or_else(|| {
                 err(
                     key,
-                    format!("unsupported grant type {g:?} (expected client_credentials)"),
+                    format!(
+                        "unsupported grant type {g:?} (expected client_credentials, \
+                         authorization_code or refresh_token)"
+                    ),
                 )
             })
         })
@@ -480,6 +501,13 @@ impl RawClient {
         let id =
             ClientId::from_str(&self.id).map_err(|e| err(format!("{at}.id"), e.to_string()))?;
         let credential = match (self.secret, self.secret_env, self.jwks, self.jwks_uri) {
+            (None, None, None, None) if self.public => ClientCredentialSpec::None,
+            (_, _, _, _) if self.public => {
+                return Err(err(
+                    format!("{at}.public"),
+                    "a public client has no secret, secret_env, jwks or jwks_uri",
+                ));
+            }
             (Some(s), None, None, None) => ClientCredentialSpec::Secret(Secret::new(s)),
             (None, Some(var), None, None) => match env(&var) {
                 Some(s) if !s.is_empty() => ClientCredentialSpec::Secret(Secret::new(s)),
@@ -497,7 +525,8 @@ impl RawClient {
             _ => {
                 return Err(err(
                     at,
-                    "exactly one of secret, secret_env, jwks or jwks_uri is required",
+                    "exactly one of secret, secret_env, jwks or jwks_uri is required \
+                     (or public = true)",
                 ));
             }
         };
@@ -530,8 +559,20 @@ impl RawClient {
                 &self.default_audiences,
             )?,
             access_token_ttl: self.access_token_ttl_secs,
+            login: crate::model::LoginSettings {
+                redirect_uris: self.redirect_uris,
+                post_logout_redirect_uris: self.post_logout_redirect_uris,
+                first_party: self.first_party,
+                require_pkce: self.require_pkce.unwrap_or(true),
+            },
             enabled: self.enabled.unwrap_or(true),
         };
+        crate::authorize::check_login_settings(
+            &spec.grant_types,
+            matches!(spec.credential, ClientCredentialSpec::None),
+            &spec.login,
+        )
+        .map_err(|(field, problem)| err(format!("{at}.{field}"), problem))?;
         if !spec.default_scopes.is_subset(&spec.allowed_scopes) {
             return Err(err(
                 format!("{at}.default_scopes"),

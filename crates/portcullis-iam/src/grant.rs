@@ -72,6 +72,7 @@ mod tests {
             allowed_audiences: vec!["svc-1".parse().unwrap(), "svc-2".parse().unwrap()],
             default_audiences: vec!["svc-1".parse().unwrap()],
             access_token_ttl: None,
+            login: Default::default(),
             enabled: true,
             created_at: 0,
             updated_at: 0,

@@ -10,6 +10,10 @@ use serde::Serialize;
 pub enum GrantType {
     /// RFC 6749 §4.4.
     ClientCredentials,
+    /// RFC 6749 §4.1, with PKCE (RFC 7636): browser logins.
+    AuthorizationCode,
+    /// RFC 6749 §6, with rotation.
+    RefreshToken,
 }
 
 impl GrantType {
@@ -17,6 +21,8 @@ impl GrantType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
         }
     }
 
@@ -24,6 +30,8 @@ impl GrantType {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "client_credentials" => Some(Self::ClientCredentials),
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
             _ => None,
         }
     }
@@ -41,6 +49,10 @@ pub enum Credential {
     Jwks(serde_json::Value),
     /// `private_key_jwt` with keys fetched from the client's `jwks_uri`.
     JwksUri(url::Url),
+    /// A public client (`none`, RFC 7591 §2): a browser or native app that
+    /// cannot keep a secret. It may only use the authorization-code flow
+    /// with PKCE and refresh its tokens; never client credentials.
+    None,
 }
 
 impl Credential {
@@ -49,6 +61,7 @@ impl Credential {
         match self {
             Self::Secret { .. } => &["client_secret_basic", "client_secret_post"],
             Self::Jwks(_) | Self::JwksUri(_) => &["private_key_jwt"],
+            Self::None => &["none"],
         }
     }
 }
@@ -74,12 +87,39 @@ pub struct Client {
     pub default_audiences: Vec<Audience>,
     /// Access-token lifetime override, in seconds.
     pub access_token_ttl: Option<u64>,
+    /// How it takes part in browser logins.
+    pub login: LoginSettings,
     /// A disabled client cannot authenticate; its tokens are revoked.
     pub enabled: bool,
     /// Creation time.
     pub created_at: UnixTime,
     /// Last change.
     pub updated_at: UnixTime,
+}
+
+/// How a client takes part in browser logins (the authorization-code flow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    /// Registered redirect URIs, matched as exact strings (a loopback IP
+    /// URI may vary its port; see [`crate::authorize`]).
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser afterwards.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A first-party client skips the consent screen.
+    pub first_party: bool,
+    /// PKCE (S256) is required; always true for public clients.
+    pub require_pkce: bool,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            first_party: false,
+            require_pkce: true,
+        }
+    }
 }
 
 /// A stored signing key.

@@ -115,6 +115,22 @@ fn fields_to_json(f: ClientFields, body: &mut Map<String, Value>) -> Result<(), 
     if let Some(t) = f.ttl {
         body.insert("access_token_ttl_secs".into(), t.into());
     }
+    for (key, v) in [
+        ("redirect_uris", f.redirect_uris),
+        ("post_logout_redirect_uris", f.post_logout_redirect_uris),
+    ] {
+        if !v.is_empty() {
+            body.insert(key.into(), json!(v));
+        }
+    }
+    for (key, v) in [
+        ("first_party", f.first_party),
+        ("require_pkce", f.require_pkce),
+    ] {
+        if let Some(v) = v {
+            body.insert(key.into(), v.into());
+        }
+    }
     Ok(())
 }
 
@@ -172,6 +188,12 @@ fn print_client(v: &Value) {
     if let Some(u) = v["jwks_uri"].as_str() {
         row("jwks_uri", u.into());
     }
+    if v["redirect_uris"].as_array().is_some_and(|a| !a.is_empty()) {
+        row("redirect uris", list(&v["redirect_uris"]));
+        row("post-logout uris", list(&v["post_logout_redirect_uris"]));
+        row("first party", v["first_party"].to_string());
+        row("require pkce", v["require_pkce"].to_string());
+    }
     row("enabled", v["enabled"].to_string());
     if let Some(s) = v["client_secret"].as_str() {
         println!("\nclient_secret        {s}\n(shown once: store it now)");
@@ -193,9 +215,13 @@ pub async fn clients(args: AdminArgs, cmd: ClientsCommand) -> Result<(), Failure
         ClientsCommand::Create {
             id,
             disabled,
+            public,
             fields,
         } => {
             let mut body = Map::new();
+            if public {
+                body.insert("public".into(), true.into());
+            }
             if let Some(id) = id {
                 body.insert("client_id".into(), id.into());
             }

@@ -237,6 +237,18 @@ pub struct ClientFields {
     /// Access-token lifetime override, seconds (0 clears it).
     #[arg(long)]
     pub ttl: Option<u64>,
+    /// Redirect URI for browser logins (repeat; replaces the list).
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to (repeat; replaces the list).
+    #[arg(long = "post-logout-redirect-uri")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// First party: skip the consent screen (true/false).
+    #[arg(long)]
+    pub first_party: Option<bool>,
+    /// Require PKCE (true/false; always on for public clients).
+    #[arg(long)]
+    pub require_pkce: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +261,10 @@ pub enum ClientsCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
+        /// A public client (browser or native app): no secret, the
+        /// authorization-code flow with PKCE only.
+        #[arg(long, conflicts_with_all = ["jwks_file", "jwks_uri"])]
+        public: bool,
         #[command(flatten)]
         fields: ClientFields,
     },

@@ -61,7 +61,9 @@ pub async fn serve(args: GatewayArgs, log: LogArgs) -> Result<(), Failure> {
             gw.shutdown(Duration::from_secs(args.shutdown_grace_secs))
                 .await
         }
-        Err(_) => tracing::error!("gateway still shared at shutdown: in-flight requests not drained"),
+        Err(_) => {
+            tracing::error!("gateway still shared at shutdown: in-flight requests not drained")
+        }
     }
     Ok(())
 }

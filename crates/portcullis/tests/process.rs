@@ -595,7 +595,10 @@ async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while arrived.load(Ordering::SeqCst) < before + IN_FLIGHT {
-        assert!(Instant::now() < deadline, "requests did not reach the upstream");
+        assert!(
+            Instant::now() < deadline,
+            "requests did not reach the upstream"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Load keeps coming while the gateway stops: new requests may be
@@ -627,5 +630,9 @@ async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
         .unwrap();
     stop.store(true, Ordering::SeqCst);
     assert!(exit.success(), "clean exit after draining: {exit:?}");
-    assert_eq!(load.await.unwrap(), Vec::<u16>::new(), "answers other than 200 during shutdown");
+    assert_eq!(
+        load.await.unwrap(),
+        Vec::<u16>::new(),
+        "answers other than 200 during shutdown"
+    );
 }

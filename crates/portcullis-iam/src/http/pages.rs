@@ -199,7 +199,10 @@ fn render(status: StatusCode, html: Result<String, askama::Error>) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
@@ -227,11 +230,17 @@ mod tests {
         });
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"));
         let html = body(r).await;
         assert!(!html.contains("<script>"), "{html}");
-        assert!(!html.contains("\"><"), "an attribute was broken out of: {html}");
+        assert!(
+            !html.contains("\"><"),
+            "an attribute was broken out of: {html}"
+        );
         assert!(html.contains("alert(1)"), "the text is shown, escaped");
         assert!(html.contains(r#"name="username""#) && html.contains(r#"name="password""#));
 

@@ -96,6 +96,14 @@ async fn issue(
             ),
         ))
     })?;
+    // The browser-login grants arrive with the authorization endpoint;
+    // until then they are registrable but not served.
+    if grant != GrantType::ClientCredentials {
+        return Err(named(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant_type {} is not supported yet", grant.as_str()),
+        )));
+    }
     if !client.grant_types.contains(&grant) {
         return Err(named(OAuthError::new(
             ErrorCode::UnauthorizedClient,

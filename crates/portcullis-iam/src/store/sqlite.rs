@@ -2,8 +2,8 @@
 
 use super::{NewRevocation, Store, StoreError};
 use crate::model::{
-    Client, Credential, GrantType, KeyRecord, Revocation, RevocationKind, User, UserId,
-    UserProfile, Username,
+    Client, Credential, GrantType, KeyRecord, LoginSettings, Revocation, RevocationKind, User,
+    UserId, UserProfile, Username,
 };
 use async_trait::async_trait;
 use portcullis_core::{Audience, ClientId, ScopeSet, UnixTime};
@@ -62,7 +62,9 @@ fn client_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> 
     let digest: Option<Vec<u8>> = row.try_get("secret_digest")?;
     let jwks: Option<String> = row.try_get("jwks")?;
     let jwks_uri: Option<String> = row.try_get("jwks_uri")?;
+    let public = row.try_get::<i64, _>("public")? != 0;
     let credential = match (digest, jwks, jwks_uri) {
+        (None, None, None) if public => Credential::None,
         (Some(d), None, None) => Credential::Secret { digest: d },
         (None, Some(j), None) => Credential::Jwks(
             serde_json::from_str(&j).map_err(|e| corrupt("client jwks")(e.to_string()))?,
@@ -94,7 +96,14 @@ fn client_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> 
         .filter_map(|g| GrantType::parse(g))
         .collect();
     let ttl: Option<i64> = row.try_get("access_token_ttl")?;
+    let login = LoginSettings {
+        redirect_uris: list("redirect_uris")?,
+        post_logout_redirect_uris: list("post_logout_redirect_uris")?,
+        first_party: row.try_get::<i64, _>("first_party")? != 0,
+        require_pkce: row.try_get::<i64, _>("require_pkce")? != 0,
+    };
     Ok(Client {
+        login,
         name: row.try_get("name")?,
         credential,
         grant_types,
@@ -119,6 +128,7 @@ fn bind_client<'q>(
         Credential::Secret { digest } => (Some(digest.clone()), None, None),
         Credential::Jwks(j) => (None, Some(j.to_string()), None),
         Credential::JwksUri(u) => (None, None, Some(u.to_string())),
+        Credential::None => (None, None, None),
     };
     let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
     q.bind(c.id.as_str())
@@ -135,14 +145,20 @@ fn bind_client<'q>(
         .bind(c.enabled as i64)
         .bind(i(c.created_at))
         .bind(i(c.updated_at))
+        .bind(matches!(c.credential, Credential::None) as i64)
+        .bind(json_list(&c.login.redirect_uris))
+        .bind(json_list(&c.login.post_logout_redirect_uris))
+        .bind(c.login.first_party as i64)
+        .bind(c.login.require_pkce as i64)
 }
 
 macro_rules! insert_client_sql {
     () => {
         "INSERT INTO clients (id, name, secret_digest, jwks, jwks_uri, \
     grant_types, allowed_scopes, default_scopes, allowed_audiences, default_audiences, \
-    access_token_ttl, enabled, created_at, updated_at) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    access_token_ttl, enabled, created_at, updated_at, \
+    public, redirect_uris, post_logout_redirect_uris, first_party, require_pkce) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
 }
 
@@ -155,7 +171,10 @@ const UPSERT_CLIENT: &str = concat!(
     grant_types = excluded.grant_types, allowed_scopes = excluded.allowed_scopes, \
     default_scopes = excluded.default_scopes, allowed_audiences = excluded.allowed_audiences, \
     default_audiences = excluded.default_audiences, access_token_ttl = excluded.access_token_ttl, \
-    enabled = excluded.enabled, updated_at = excluded.updated_at"
+    enabled = excluded.enabled, updated_at = excluded.updated_at, public = excluded.public, \
+    redirect_uris = excluded.redirect_uris, \
+    post_logout_redirect_uris = excluded.post_logout_redirect_uris, \
+    first_party = excluded.first_party, require_pkce = excluded.require_pkce"
 );
 
 async fn insert_revocation(
