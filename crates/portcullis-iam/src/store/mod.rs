@@ -3,8 +3,11 @@
 //! SQLite is the embedded default ([`SqliteStore`]). Every write that the
 //! server acknowledges is committed before the response is sent.
 
+mod login;
 mod sqlite;
+mod sqlite_login;
 
+pub use login::{AuthCode, Grant, Issuance, LoginSession, RefreshOutcome};
 pub use sqlite::SqliteStore;
 
 use crate::model::{Client, KeyRecord, Revocation, RevocationKind, User, UserId, Username};
@@ -141,6 +144,83 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces a user by username (config-declared users,
     /// applied at start). An existing user keeps its id and `created_at`.
     async fn upsert_user(&self, user: &User) -> Result<(), StoreError>;
+
+    // ----- Browser login -------------------------------------------------
+
+    /// Stores a new SSO session under the digest of its cookie value.
+    async fn create_session(
+        &self,
+        digest: &[u8],
+        s: &LoginSession,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// A live session (not ended, not expired) by the digest of its cookie.
+    async fn get_session(
+        &self,
+        digest: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<LoginSession>, StoreError>;
+    /// Ends a session and, in the same transaction, revokes every grant
+    /// made in it (refresh tokens and their access tokens). False if there
+    /// was no live session with this `sid`.
+    async fn end_session(&self, sid: &str, now: UnixTime) -> Result<bool, StoreError>;
+    /// Ends every session of a user and revokes all their grants (user
+    /// disabled, deleted, password changed). Returns the grants revoked.
+    async fn end_user_sessions(&self, user_id: &str, now: UnixTime) -> Result<u64, StoreError>;
+
+    /// Stores an authorization code under its digest.
+    async fn insert_code(
+        &self,
+        digest: &[u8],
+        code: &AuthCode,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// A code by digest, used or not (expired ones too, until purged).
+    async fn get_code(&self, digest: &[u8]) -> Result<Option<AuthCode>, StoreError>;
+    /// Redeems a code: marks it used only if it is unused and unexpired,
+    /// and in the same transaction records the grant and what is issued
+    /// under it. False if it was used (or expired) meanwhile.
+    async fn redeem_code(
+        &self,
+        digest: &[u8],
+        grant: &Grant,
+        issued: &Issuance,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+    /// Revokes the grant a used code led to (code replay). False if the
+    /// code led to none.
+    async fn revoke_code_grant(&self, digest: &[u8], now: UnixTime) -> Result<bool, StoreError>;
+    /// Presents a refresh token of `client_id`: rotates it (recording
+    /// `issued`, whose refresh token must be set), or detects a replay
+    /// outside `grace` seconds and revokes the family.
+    async fn rotate_refresh(
+        &self,
+        digest: &[u8],
+        client_id: &str,
+        issued: &Issuance,
+        grace: u64,
+        now: UnixTime,
+    ) -> Result<RefreshOutcome, StoreError>;
+    /// Revokes one grant and every access token issued under it.
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> Result<bool, StoreError>;
+
+    /// Counts a failed sign-in for `key`, forgetting failures older than
+    /// `window` seconds; returns the count including this one.
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        window: u64,
+        now: UnixTime,
+    ) -> Result<u32, StoreError>;
+    /// Failures of `key` within `window` seconds and the latest one's time.
+    async fn login_failures(
+        &self,
+        key: &str,
+        window: u64,
+        now: UnixTime,
+    ) -> Result<(u32, UnixTime), StoreError>;
+    /// Forgets the failures of `key` (after a successful sign-in).
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// Opens the store a database URL names, running migrations.

@@ -1,6 +1,9 @@
 //! The embedded SQLite back-end (WAL mode; one writer, concurrent readers).
 
-use super::{NewRevocation, Store, StoreError};
+use super::sqlite_login as login;
+use super::{
+    AuthCode, Grant, Issuance, LoginSession, NewRevocation, RefreshOutcome, Store, StoreError,
+};
 use crate::model::{
     Client, Credential, GrantType, KeyRecord, LoginSettings, Revocation, RevocationKind, User,
     UserId, UserProfile, Username,
@@ -39,15 +42,15 @@ impl SqliteStore {
     }
 }
 
-fn i(v: u64) -> i64 {
+pub(super) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn u(v: i64) -> u64 {
+pub(super) fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn json_list<T: serde::Serialize>(v: &T) -> String {
+pub(super) fn json_list<T: serde::Serialize>(v: &T) -> String {
     // Serializing a Vec of strings cannot fail.
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
@@ -424,7 +427,8 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(a + b)
+        let c = login::purge_expired(&self.pool, now).await?;
+        Ok(a + b + c)
     }
 
     // ----- Users ---------------------------------------------------------
@@ -500,6 +504,97 @@ impl Store for SqliteStore {
                 .await,
         )?;
         Ok(())
+    }
+
+    // ----- Browser login -------------------------------------------------
+
+    async fn create_session(
+        &self,
+        digest: &[u8],
+        s: &LoginSession,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        login::create_session(&self.pool, digest, s, now).await
+    }
+
+    async fn get_session(
+        &self,
+        digest: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<LoginSession>, StoreError> {
+        login::get_session(&self.pool, digest, now).await
+    }
+
+    async fn end_session(&self, sid: &str, now: UnixTime) -> Result<bool, StoreError> {
+        login::end_session(&self.pool, sid, now).await
+    }
+
+    async fn end_user_sessions(&self, user_id: &str, now: UnixTime) -> Result<u64, StoreError> {
+        login::end_user_sessions(&self.pool, user_id, now).await
+    }
+
+    async fn insert_code(
+        &self,
+        digest: &[u8],
+        code: &AuthCode,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        login::insert_code(&self.pool, digest, code, now).await
+    }
+
+    async fn get_code(&self, digest: &[u8]) -> Result<Option<AuthCode>, StoreError> {
+        login::get_code(&self.pool, digest).await
+    }
+
+    async fn redeem_code(
+        &self,
+        digest: &[u8],
+        grant: &Grant,
+        issued: &Issuance,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        login::redeem_code(&self.pool, digest, grant, issued, now).await
+    }
+
+    async fn revoke_code_grant(&self, digest: &[u8], now: UnixTime) -> Result<bool, StoreError> {
+        login::revoke_code_grant(&self.pool, digest, now).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        digest: &[u8],
+        client_id: &str,
+        issued: &Issuance,
+        grace: u64,
+        now: UnixTime,
+    ) -> Result<RefreshOutcome, StoreError> {
+        login::rotate_refresh(&self.pool, digest, client_id, issued, grace, now).await
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> Result<bool, StoreError> {
+        login::revoke_grant(&self.pool, grant_id, now).await
+    }
+
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        window: u64,
+        now: UnixTime,
+    ) -> Result<u32, StoreError> {
+        login::add_login_failure(&self.pool, key, window, now).await
+    }
+
+    async fn login_failures(
+        &self,
+        key: &str,
+        window: u64,
+        now: UnixTime,
+    ) -> Result<(u32, UnixTime), StoreError> {
+        login::login_failures(&self.pool, key, window, now).await
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        login::clear_login_failures(&self.pool, key).await
     }
 }
 
