@@ -51,3 +51,43 @@ pub fn user_changed(action: &str, user_id: &str, username: &str, actor: &str) {
 pub fn admin_auth_failed(path: &str) {
     tracing::warn!(target: TARGET, event = "admin_auth_failed", path);
 }
+
+/// A person signed in with a password.
+pub fn login_succeeded(user_id: &str, ip: &str, client_id: &str, sid: &str) {
+    tracing::info!(target: TARGET, event = "login_succeeded", user_id, ip, client_id, sid);
+}
+
+/// A sign-in failed (unknown user, wrong password, disabled: not told apart).
+pub fn login_failed(username: &str, ip: &str, client_id: &str) {
+    let username: String = username
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    tracing::warn!(target: TARGET, event = "login_failed", username, ip, client_id);
+}
+
+/// A sign-in was refused by the throttle (lockout).
+pub fn login_throttled(username: &str, ip: &str) {
+    let username: String = username
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    tracing::warn!(target: TARGET, event = "login_locked_out", username, ip);
+}
+
+/// A user approved a third-party client.
+pub fn consent_given(user_id: &str, client_id: &str, scope: &str) {
+    tracing::info!(target: TARGET, event = "consent_given", user_id, client_id, scope);
+}
+
+/// An SSO session ended (RP-initiated logout).
+pub fn logout(user_id: &str, sid: &str, client_id: &str) {
+    tracing::info!(target: TARGET, event = "logout", user_id, sid, client_id);
+}
+
+/// A grant was revoked for a replayed code or refresh token.
+pub fn grant_revoked(client_id: &str, reason: &str) {
+    tracing::warn!(target: TARGET, event = "grant_revoked", client_id, reason);
+}

@@ -33,6 +33,10 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// A signed JWT assertion.
     PrivateKeyJwt,
+    /// A public client named by `client_id` alone (RFC 6749 §2.1): it
+    /// proves nothing, so it is accepted only at the token endpoint (its
+    /// code grants, where PKCE binds the code) and the revocation endpoint.
+    None,
 }
 
 impl AuthMethod {
@@ -42,6 +46,7 @@ impl AuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::None => "none",
         }
     }
 }
@@ -87,6 +92,9 @@ enum Presented<'a> {
     Assertion {
         id: Option<&'a str>,
         assertion: &'a str,
+    },
+    Public {
+        id: &'a str,
     },
 }
 
@@ -147,7 +155,14 @@ impl ClientAuthenticator {
         let (claimed, method) = match &presented {
             Presented::Secret { id, method, .. } => (Some(id.as_str()), method.as_str()),
             Presented::Assertion { id, .. } => (*id, AuthMethod::PrivateKeyJwt.as_str()),
+            Presented::Public { id } => (Some(*id), AuthMethod::None.as_str()),
         };
+        if matches!(presented, Presented::Public { .. }) && !matches!(endpoint, "token" | "revoke")
+        {
+            let e = invalid_client("client authentication is required");
+            crate::audit::client_auth_failed(endpoint, claimed, method, &e.error.to_string());
+            return Err(e);
+        }
         let claimed = claimed.map(str::to_owned);
         let result = self.verify(presented).await;
         if let Err(e) = &result {
@@ -163,6 +178,15 @@ impl ClientAuthenticator {
 
     async fn verify(&self, presented: Presented<'_>) -> Result<Authenticated, ApiError> {
         match presented {
+            Presented::Public { id } => match self.lookup(id).await? {
+                Some(c) if c.enabled && matches!(c.credential, Credential::None) => {
+                    Ok(Authenticated {
+                        client: c,
+                        method: AuthMethod::None,
+                    })
+                }
+                _ => Err(invalid_client(FAILED)),
+            },
             Presented::Secret { id, secret, method } => {
                 let client = self.lookup(&id).await?;
                 let ok = match (&client, client.as_ref().map(|c| &c.credential)) {
@@ -380,7 +404,10 @@ fn presented<'a>(headers: &HeaderMap, form: &'a FormParams) -> Result<Presented<
             }
         }
     }
-    Err(invalid_client("client authentication is required"))
+    match body_id {
+        Some(id) => Ok(Presented::Public { id }),
+        None => Err(invalid_client("client authentication is required")),
+    }
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).

@@ -64,6 +64,9 @@ pub struct RawConfig {
     /// Users applied idempotently at start-up (`[[users]]`), for development.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// Browser login: sessions, ID and refresh tokens, sign-in throttling.
+    #[serde(default)]
+    pub login: RawLogin,
 }
 
 /// A client declared in the config file.
@@ -328,6 +331,97 @@ pub struct Config {
     pub passwords: PasswordParams,
     /// Declared users.
     pub users: Vec<UserSpec>,
+    /// Browser login settings.
+    pub login: LoginConfig,
+}
+
+/// The `[login]` table: browser login (authorization-code flow).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    /// Lifetime of the SSO session at the IAM server (default 8 h).
+    pub session_ttl_secs: Option<u64>,
+    /// Lifetime of ID tokens (default 300 s).
+    pub id_token_ttl_secs: Option<u64>,
+    /// A refresh token unused this long expires (default 1 day).
+    pub refresh_token_idle_ttl_secs: Option<u64>,
+    /// No refresh token of a grant outlives this (default 30 days).
+    pub refresh_token_max_ttl_secs: Option<u64>,
+    /// A rotated refresh token presented again within this many seconds
+    /// (concurrent refreshes) is still served; later, the family is revoked
+    /// (default 10 s, at most 60).
+    pub refresh_token_reuse_grace_secs: Option<u64>,
+    /// Failed sign-ins per account or per IP before delays start (default 5).
+    pub throttle_free_failures: Option<u32>,
+    /// Failures older than this are forgotten (default 900 s).
+    pub throttle_window_secs: Option<u64>,
+    /// The longest wait imposed after repeated failures (default 300 s).
+    pub throttle_max_delay_secs: Option<u64>,
+}
+
+/// Validated `[login]` settings.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    /// SSO session lifetime.
+    pub session_ttl: u64,
+    /// ID token lifetime.
+    pub id_token_ttl: u64,
+    /// Refresh-token idle lifetime.
+    pub refresh_idle_ttl: u64,
+    /// Refresh-token absolute lifetime.
+    pub refresh_max_ttl: u64,
+    /// Refresh-token reuse grace window.
+    pub refresh_reuse_grace: u64,
+    /// Failures before delays start.
+    pub throttle_free_failures: u32,
+    /// Failure memory.
+    pub throttle_window: u64,
+    /// Longest delay.
+    pub throttle_max_delay: u64,
+}
+
+impl RawLogin {
+    fn validate(self) -> Result<LoginConfig, ConfigError> {
+        let positive = |key: &str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+            0 => Err(err(format!("login.{key}"), "must be at least 1")),
+            v => Ok(v),
+        };
+        let c = LoginConfig {
+            session_ttl: positive("session_ttl_secs", self.session_ttl_secs, 8 * 3600)?,
+            id_token_ttl: positive("id_token_ttl_secs", self.id_token_ttl_secs, 300)?,
+            refresh_idle_ttl: positive(
+                "refresh_token_idle_ttl_secs",
+                self.refresh_token_idle_ttl_secs,
+                86_400,
+            )?,
+            refresh_max_ttl: positive(
+                "refresh_token_max_ttl_secs",
+                self.refresh_token_max_ttl_secs,
+                30 * 86_400,
+            )?,
+            refresh_reuse_grace: self.refresh_token_reuse_grace_secs.unwrap_or(10),
+            throttle_free_failures: self.throttle_free_failures.unwrap_or(5),
+            throttle_window: positive("throttle_window_secs", self.throttle_window_secs, 900)?,
+            throttle_max_delay: positive(
+                "throttle_max_delay_secs",
+                self.throttle_max_delay_secs,
+                300,
+            )?,
+        };
+        if c.refresh_reuse_grace > 60 {
+            return Err(err(
+                "login.refresh_token_reuse_grace_secs",
+                "must be at most 60: a longer window lets a stolen token be replayed",
+            ));
+        }
+        if c.refresh_idle_ttl > c.refresh_max_ttl {
+            return Err(err(
+                "login.refresh_token_idle_ttl_secs",
+                "must not exceed refresh_token_max_ttl_secs",
+            ));
+        }
+        Ok(c)
+    }
 }
 
 /// The well-known development master key. Keys encrypted with it are not
@@ -454,6 +548,7 @@ impl RawConfig {
             clients,
             passwords,
             users,
+            login: self.login.validate()?,
         })
     }
 }

@@ -8,6 +8,8 @@
 //!   authentication; [`grant`]: scope/audience decisions.
 //! - [`users`]: people who log in; argon2id passwords checked on the blocking
 //!   pool, with the same work for unknown users.
+//! - [`login`]: the browser login (OIDC code flow): sealed pending requests,
+//!   cookies, redirects; [`throttle`]: sign-in throttling.
 //! - [`http`]: the public and admin routers; errors reach the wire in one place.
 //! - [`server`]: start, background housekeeping, graceful shutdown.
 //!
@@ -38,8 +40,10 @@ pub mod crypto;
 pub mod grant;
 pub mod http;
 pub mod keys;
+pub mod login;
 pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod users;

@@ -5,10 +5,11 @@ use crate::client_auth::ClientAuthenticator;
 use crate::clients::{ClientError, ClientRegistry};
 use crate::config::{Config, Mode};
 use crate::http::{self, AppState, paths};
-use crate::keys::{KeyRing, KeyRingError};
+use crate::keys::{KeyRing, KeyRingError, KeyRingOptions};
 use crate::store::{self, StoreError};
 use crate::users::{UserError, UserRegistry};
 use axum::serve::ListenerExt;
+use portcullis_core::jose::SigningAlgorithm;
 use portcullis_core::{Clock, Issuer, SystemClock};
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -116,14 +117,18 @@ pub async fn start_with_clock(
     let store = store::open(&config.database_url).await?;
     let master = Arc::new(config.master_key);
     let keys = Arc::new(
-        KeyRing::init(
+        KeyRing::init_with(
             store.clone(),
             master.clone(),
             clock.clone(),
-            issuer.to_string(),
-            config.signing_alg,
-            config.key_publish_delay,
-            config.max_access_token_ttl,
+            KeyRingOptions {
+                issuer: issuer.to_string(),
+                alg: config.signing_alg,
+                // ID tokens are signed with RS256, which OIDC requires.
+                chains: vec![SigningAlgorithm::Rs256],
+                publish_delay: config.key_publish_delay,
+                max_ttl: config.max_access_token_ttl.max(config.login.id_token_ttl),
+            },
         )
         .await?,
     );
@@ -166,6 +171,8 @@ pub async fn start_with_clock(
         admin_token: config.admin_token,
         signing_alg: config.signing_alg,
         body_limit: config.max_body_bytes,
+        cookies: crate::login::Cookies::for_issuer(issuer.as_str()),
+        login: config.login.clone(),
     });
     if state.admin_token.is_none() {
         tracing::warn!("no admin_token configured: the admin API answers 503");

@@ -389,6 +389,10 @@ impl UserRegistry {
             Err(e) => return Err(e.into()),
         }
         let action = if was_enabled && !user.enabled {
+            // A disabled user's sessions and refresh tokens stop at once.
+            self.store
+                .end_user_sessions(id.as_str(), user.updated_at)
+                .await?;
             "disable"
         } else {
             "update"
@@ -402,6 +406,9 @@ impl UserRegistry {
         if !self.store.delete_user(id).await? {
             return Err(UserError::NotFound);
         }
+        self.store
+            .end_user_sessions(id.as_str(), self.clock.now())
+            .await?;
         crate::audit::user_changed("delete", id.as_str(), "-", actor);
         Ok(())
     }
@@ -424,6 +431,8 @@ impl UserRegistry {
         {
             return Err(UserError::NotFound);
         }
+        // A new password ends the sessions the old one opened.
+        self.store.end_user_sessions(id.as_str(), now).await?;
         crate::audit::user_changed("set_password", id.as_str(), user.username.as_str(), actor);
         Ok(())
     }

@@ -27,19 +27,21 @@ async fn discovery_lists_what_is_supported() {
         assert_eq!(v["jwks_uri"], iam.url("/.well-known/jwks.json"));
         assert_eq!(v["introspection_endpoint"], iam.url("/oauth2/introspect"));
         assert_eq!(v["revocation_endpoint"], iam.url("/oauth2/revoke"));
-        assert_eq!(v["grant_types_supported"], json!(["client_credentials"]));
+        assert_eq!(
+            v["grant_types_supported"],
+            json!(["client_credentials", "authorization_code", "refresh_token"])
+        );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],
             json!([
                 "client_secret_basic",
                 "client_secret_post",
-                "private_key_jwt"
+                "private_key_jwt",
+                "none"
             ])
         );
-        assert!(
-            v.get("authorization_endpoint").is_none(),
-            "not implemented, not listed"
-        );
+        assert_eq!(v["authorization_endpoint"], iam.url("/oauth2/authorize"));
+        assert_eq!(v["id_token_signing_alg_values_supported"], json!(["RS256"]));
         // Every advertised endpoint answers (not 404).
         for ep in ["jwks_uri", "portcullis_revocations_endpoint"] {
             let r = iam.http.get(v[ep].as_str().unwrap()).send().await.unwrap();

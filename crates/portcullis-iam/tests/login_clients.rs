@@ -135,7 +135,7 @@ async fn inconsistent_login_settings_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
-async fn the_code_grant_is_registrable_but_not_yet_served_or_advertised() {
+async fn the_code_grants_are_served_and_advertised() {
     let iam = TestIam::start().await;
     let (status, v) = create(
         &iam,
@@ -154,13 +154,15 @@ async fn the_code_grant_is_registrable_but_not_yet_served_or_advertised() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "unsupported_grant_type"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     let d = iam.http.get(iam.url("/.well-known/openid-configuration"));
     let d: Value = d.send().await.unwrap().json().await.unwrap();
-    assert_eq!(d["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        d["grant_types_supported"],
+        json!(["client_credentials", "authorization_code", "refresh_token"])
+    );
+    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
 }
 
 #[tokio::test]

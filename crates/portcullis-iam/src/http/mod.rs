@@ -2,6 +2,8 @@
 //! JWKS, health, metrics) and the admin router.
 
 pub mod admin;
+mod authorize;
+mod code_grant;
 pub mod error;
 pub mod form;
 mod ops;
@@ -35,6 +37,12 @@ pub mod paths {
     pub const REVOCATIONS: &str = "/oauth2/revocations";
     /// JWK Set.
     pub const JWKS: &str = "/.well-known/jwks.json";
+    /// Authorization endpoint.
+    pub const AUTHORIZE: &str = "/oauth2/authorize";
+    /// Where the sign-in form posts.
+    pub const LOGIN: &str = "/oauth2/login";
+    /// Where the consent form posts.
+    pub const CONSENT: &str = "/oauth2/consent";
 }
 
 /// Everything handlers need.
@@ -65,6 +73,10 @@ pub struct AppState {
     pub signing_alg: portcullis_core::jose::SigningAlgorithm,
     /// Request body limit, bytes.
     pub body_limit: usize,
+    /// Browser login settings.
+    pub login: crate::config::LoginConfig,
+    /// The IAM server's cookies.
+    pub cookies: crate::login::Cookies,
 }
 
 /// Shared state handle.
@@ -92,6 +104,9 @@ pub fn public_router(state: SharedState) -> Router {
         .route(paths::INTROSPECT, post(token::introspect))
         .route(paths::REVOKE, post(token::revoke))
         .route(paths::REVOCATIONS, get(token::revocations))
+        .route(paths::AUTHORIZE, get(authorize::authorize))
+        .route(paths::LOGIN, post(authorize::login))
+        .route(paths::CONSENT, post(authorize::consent))
         .route(
             "/.well-known/oauth-authorization-server",
             get(ops::discovery),

@@ -15,6 +15,12 @@ pub async fn discovery(State(s): State<SharedState>) -> Response {
         "client_secret_post",
         "private_key_jwt",
     ];
+    let token_auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ];
     let assertion_algs = [
         "ES256", "ES384", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     ];
@@ -25,9 +31,21 @@ pub async fn discovery(State(s): State<SharedState>) -> Response {
         "jwks_uri": s.issuer.join(paths::JWKS),
         "introspection_endpoint": s.issuer.join(paths::INTROSPECT),
         "revocation_endpoint": s.issuer.join(paths::REVOKE),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        "authorization_endpoint": s.issuer.join(paths::AUTHORIZE),
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "prompt_values_supported": ["none", "login", "consent"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "profile", "email"],
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "sid",
+            "amr", "name", "preferred_username", "email", "email_verified",
+        ],
+        "token_endpoint_auth_methods_supported": token_auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,

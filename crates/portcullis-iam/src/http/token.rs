@@ -4,13 +4,15 @@
 use super::SharedState;
 use super::error::ApiError;
 use super::form::Form;
+use crate::client_auth::AuthMethod;
 use crate::crypto::random_token;
-use crate::model::{GrantType, RevocationKind};
+use crate::model::{Client, GrantType, RevocationKind};
 use crate::store::NewRevocation;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use portcullis_core::UnixTime;
 use portcullis_core::jose::{AccessTokenClaims, Audiences, TokenClaims};
 use portcullis_core::oauth::{ErrorCode, OAuthError};
 use serde::Deserialize;
@@ -19,7 +21,7 @@ use std::fmt::Write as _;
 
 use crate::metrics::names;
 
-fn no_store(mut resp: Response) -> Response {
+pub(super) fn no_store(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -96,13 +98,17 @@ async fn issue(
             ),
         ))
     })?;
-    // The browser-login grants arrive with the authorization endpoint;
-    // until then they are registrable but not served.
-    if grant != GrantType::ClientCredentials {
-        return Err(named(OAuthError::new(
-            ErrorCode::UnsupportedGrantType,
-            format!("grant_type {} is not supported yet", grant.as_str()),
-        )));
+    if authed.method == AuthMethod::None
+        && !matches!(
+            grant,
+            GrantType::AuthorizationCode | GrantType::RefreshToken
+        )
+    {
+        // A public client proves nothing: only the code grants bind it (PKCE).
+        return Err(named(OAuthError::invalid_client(format!(
+            "a public client cannot use the {} grant",
+            grant.as_str()
+        ))));
     }
     if !client.grant_types.contains(&grant) {
         return Err(named(OAuthError::new(
@@ -110,15 +116,64 @@ async fn issue(
             format!("this client may not use the {} grant", grant.as_str()),
         )));
     }
-    let scope = crate::grant::resolve_scope(&client, form.get("scope")).map_err(named)?;
-    let aud = crate::grant::resolve_audience(&client, form.get_all("resource")).map_err(named)?;
+    let client_named = |e: ApiError| (Some(client.id.to_string()), e);
+    match grant {
+        GrantType::ClientCredentials => client_credentials(s, &client, form).map_err(client_named),
+        GrantType::AuthorizationCode => super::code_grant::authorization_code(s, &client, form)
+            .await
+            .map_err(client_named),
+        GrantType::RefreshToken => super::code_grant::refresh_token(s, &client, form)
+            .await
+            .map_err(client_named),
+    }
+}
 
-    let now = s.clock.now();
-    let ttl = client
+/// The access-token lifetime for a client.
+pub(super) fn access_ttl(s: &SharedState, client: &Client) -> u64 {
+    client
         .access_token_ttl
         .unwrap_or(s.access_token_ttl)
-        .min(s.max_access_token_ttl);
-    let jti = random_token(16).map_err(|e| (None, ApiError::internal(&e)))?;
+        .min(s.max_access_token_ttl)
+}
+
+/// Signs an access token (`at+jwt`) with the access-token chain's active
+/// key, counts it and writes the audit line: every grant mints here.
+pub(super) fn mint_access_token(
+    s: &SharedState,
+    grant: GrantType,
+    claims: &AccessTokenClaims,
+    now: UnixTime,
+) -> Result<String, ApiError> {
+    let snapshot = s.keys.snapshot();
+    let key = snapshot
+        .signer(now)
+        .ok_or_else(|| ApiError::internal(&"no active signing key"))?;
+    let token = key
+        .sign_access_token(claims)
+        .map_err(|e| ApiError::internal(&e))?;
+    metrics::counter!(names::TOKENS_ISSUED, "grant" => grant.as_str(), "alg" => key.alg().as_str())
+        .increment(1);
+    crate::audit::token_issued(
+        &claims.client_id,
+        grant.as_str(),
+        &claims.jti,
+        claims.scope.as_deref().unwrap_or(""),
+        &claims.aud.to_vec().join(" "),
+        claims.exp,
+    );
+    Ok(token)
+}
+
+fn client_credentials(
+    s: &SharedState,
+    client: &Client,
+    form: &super::form::FormParams,
+) -> Result<Response, ApiError> {
+    let scope = crate::grant::resolve_scope(client, form.get("scope"))?;
+    let aud = crate::grant::resolve_audience(client, form.get_all("resource"))?;
+    let now = s.clock.now();
+    let ttl = access_ttl(s, client);
+    let jti = random_token(16).map_err(|e| ApiError::internal(&e))?;
     let scope_str = scope.to_string();
     let claims = AccessTokenClaims {
         iss: s.issuer.to_string(),
@@ -131,24 +186,7 @@ async fn issue(
         client_id: client.id.to_string(),
         scope: (!scope_str.is_empty()).then(|| scope_str.clone()),
     };
-    let snapshot = s.keys.snapshot();
-    let key = snapshot
-        .signer(now)
-        .ok_or_else(|| (None, ApiError::internal(&"no active signing key")))?;
-    let access_token = key
-        .sign_access_token(&claims)
-        .map_err(|e| (None, ApiError::internal(&e)))?;
-    metrics::counter!(names::TOKENS_ISSUED, "grant" => grant.as_str(), "alg" => key.alg().as_str())
-        .increment(1);
-    let aud_str = aud.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ");
-    crate::audit::token_issued(
-        client.id.as_str(),
-        grant.as_str(),
-        &claims.jti,
-        &scope_str,
-        &aud_str,
-        claims.exp,
-    );
+    let access_token = mint_access_token(s, GrantType::ClientCredentials, &claims, now)?;
     Ok(token_response(&access_token, ttl, &scope_str))
 }
 
