@@ -243,14 +243,32 @@ pub(super) async fn refresh_token(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-    let requested = match form.get("scope") {
-        Some(v) => Some(ScopeSet::from_str(v).map_err(|e| {
-            OAuthError::new(ErrorCode::InvalidScope, format!("malformed scope: {e}"))
-        })?),
-        None => None,
-    };
     let now = s.clock.now();
     let key = digest(s.clients.master(), "refresh", presented);
+    // A narrower scope may be asked for (RFC 6749 §6), never a wider one;
+    // checked before the token is spent.
+    let scope = match form.get("scope") {
+        None => None,
+        Some(v) => {
+            let req = ScopeSet::from_str(v).map_err(|e| {
+                OAuthError::new(ErrorCode::InvalidScope, format!("malformed scope: {e}"))
+            })?;
+            let Some(g) = s.store.refresh_grant(&key).await? else {
+                return Err(invalid_grant(
+                    "the refresh token is invalid, expired or revoked",
+                ));
+            };
+            let granted = ScopeSet::from_str(&g.scope).unwrap_or_default();
+            if req.difference(&granted).next().is_some() {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidScope,
+                    "the requested scope exceeds the one originally granted",
+                )
+                .into());
+            }
+            Some(req.to_string())
+        }
+    };
     let ttl = access_ttl(s, client);
     let jti = random_token(16).map_err(internal)?;
     let Some((token, new_key, idle_exp)) = new_refresh(s, client, now)? else {
@@ -286,21 +304,7 @@ pub(super) async fn refresh_token(
         s.store.revoke_grant(&grant.id, now).await?;
         return Err(invalid_grant("the user can no longer sign in"));
     };
-    // A narrower scope may be asked for (RFC 6749 §6), never a wider one.
-    let scope = match requested {
-        None => grant.scope.clone(),
-        Some(req) => {
-            let granted = ScopeSet::from_str(&grant.scope).unwrap_or_default();
-            if req.difference(&granted).next().is_some() {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidScope,
-                    "the requested scope exceeds the one originally granted",
-                )
-                .into());
-            }
-            req.to_string()
-        }
-    };
+    let scope = scope.unwrap_or_else(|| grant.scope.clone());
     let issue = Issue {
         client,
         grant: GrantType::RefreshToken,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod form;
 mod ops;
 pub mod pages;
+mod session;
 mod token;
 
 use crate::client_auth::ClientAuthenticator;
@@ -43,6 +44,10 @@ pub mod paths {
     pub const LOGIN: &str = "/oauth2/login";
     /// Where the consent form posts.
     pub const CONSENT: &str = "/oauth2/consent";
+    /// UserInfo endpoint.
+    pub const USERINFO: &str = "/oauth2/userinfo";
+    /// RP-initiated logout (`end_session_endpoint`).
+    pub const END_SESSION: &str = "/oauth2/logout";
 }
 
 /// Everything handlers need.
@@ -107,6 +112,11 @@ pub fn public_router(state: SharedState) -> Router {
         .route(paths::AUTHORIZE, get(authorize::authorize))
         .route(paths::LOGIN, post(authorize::login))
         .route(paths::CONSENT, post(authorize::consent))
+        .route(
+            paths::USERINFO,
+            get(session::userinfo).post(session::userinfo),
+        )
+        .route(paths::END_SESSION, get(session::end_session))
         .route(
             "/.well-known/oauth-authorization-server",
             get(ops::discovery),

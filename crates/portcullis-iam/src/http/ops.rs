@@ -32,6 +32,8 @@ pub async fn discovery(State(s): State<SharedState>) -> Response {
         "introspection_endpoint": s.issuer.join(paths::INTROSPECT),
         "revocation_endpoint": s.issuer.join(paths::REVOKE),
         "authorization_endpoint": s.issuer.join(paths::AUTHORIZE),
+        "userinfo_endpoint": s.issuer.join(paths::USERINFO),
+        "end_session_endpoint": s.issuer.join(paths::END_SESSION),
         "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

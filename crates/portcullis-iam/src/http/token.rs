@@ -192,7 +192,10 @@ fn client_credentials(
 
 /// Verifies one of our tokens and checks it is neither revoked nor held by a
 /// disabled or deleted client.
-async fn active_claims(s: &SharedState, token: &str) -> Result<Option<TokenClaims>, ApiError> {
+pub(super) async fn active_claims(
+    s: &SharedState,
+    token: &str,
+) -> Result<Option<TokenClaims>, ApiError> {
     let now = s.clock.now();
     let Ok(claims) = s.keys.snapshot().verifier().verify(token, now) else {
         return Ok(None);

@@ -201,6 +201,9 @@ pub trait Store: Send + Sync + 'static {
         grace: u64,
         now: UnixTime,
     ) -> Result<RefreshOutcome, StoreError>;
+    /// The grant a refresh token belongs to, whatever its state (to check
+    /// a requested scope before the token is spent).
+    async fn refresh_grant(&self, digest: &[u8]) -> Result<Option<Grant>, StoreError>;
     /// Revokes one grant and every access token issued under it.
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> Result<bool, StoreError>;
 

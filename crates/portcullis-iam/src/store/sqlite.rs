@@ -571,6 +571,10 @@ impl Store for SqliteStore {
         login::rotate_refresh(&self.pool, digest, client_id, issued, grace, now).await
     }
 
+    async fn refresh_grant(&self, digest: &[u8]) -> Result<Option<Grant>, StoreError> {
+        login::refresh_grant(&self.pool, digest).await
+    }
+
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> Result<bool, StoreError> {
         login::revoke_grant(&self.pool, grant_id, now).await
     }

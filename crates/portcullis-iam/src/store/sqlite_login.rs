@@ -305,6 +305,33 @@ pub(super) async fn revoke_grant(
     Ok(n == 1)
 }
 
+const REFRESH_GRANT: &str = "SELECT r.idle_expires_at, r.rotated_at, g.* FROM refresh_tokens r \
+     JOIN grants g ON g.id = r.grant_id WHERE r.digest = ?";
+
+fn grant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Grant, StoreError> {
+    Ok(Grant {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        sid: row.try_get("sid")?,
+        scope: row.try_get("scope")?,
+        audiences: list(row, "audiences")?,
+        auth_time: u(row.try_get("auth_time")?),
+        expires_at: u(row.try_get("expires_at")?),
+    })
+}
+
+pub(super) async fn refresh_grant(
+    pool: &SqlitePool,
+    digest: &[u8],
+) -> Result<Option<Grant>, StoreError> {
+    let row = sqlx::query(REFRESH_GRANT)
+        .bind(digest)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(grant_from_row).transpose()
+}
+
 pub(super) async fn rotate_refresh(
     pool: &SqlitePool,
     digest: &[u8],
@@ -314,26 +341,14 @@ pub(super) async fn rotate_refresh(
     now: UnixTime,
 ) -> Result<RefreshOutcome, StoreError> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(
-        "SELECT r.idle_expires_at, r.rotated_at, g.* FROM refresh_tokens r \
-         JOIN grants g ON g.id = r.grant_id WHERE r.digest = ?",
-    )
-    .bind(digest)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = sqlx::query(REFRESH_GRANT)
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(row) = row else {
         return Ok(RefreshOutcome::Invalid);
     };
-    let grant = Grant {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        user_id: row.try_get("user_id")?,
-        sid: row.try_get("sid")?,
-        scope: row.try_get("scope")?,
-        audiences: list(&row, "audiences")?,
-        auth_time: u(row.try_get("auth_time")?),
-        expires_at: u(row.try_get("expires_at")?),
-    };
+    let grant = grant_from_row(&row)?;
     let revoked = row.try_get::<Option<i64>, _>("revoked_at")?.is_some();
     let idle_exp = u(row.try_get("idle_expires_at")?);
     let rotated_at = row.try_get::<Option<i64>, _>("rotated_at")?.map(u);
@@ -342,7 +357,7 @@ pub(super) async fn rotate_refresh(
         return Ok(RefreshOutcome::Invalid);
     }
     match rotated_at {
-        Some(at) if now.saturating_sub(at) > grace => {
+        Some(at) if now.saturating_sub(at) >= grace => {
             revoke_grants_where(&mut tx, By::Id, &grant.id, now).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Replayed { grant_id: grant.id });
