@@ -251,3 +251,56 @@ async fn a_hundred_failed_sign_ins_are_throttled_without_telling_whether_the_use
     let r = sign_in(&iam, &mut b, &page, "alice", PASSWORD).await;
     assert_eq!(r.status, 429);
 }
+
+#[tokio::test]
+async fn codes_expire_after_a_minute_and_max_age_and_the_session_lifetime_follow_the_clock() {
+    let clock = portcullis_test_support::ManualClock::now_real();
+    let iam = TestIam::start_full(|c| c.login.session_ttl_secs = Some(3600), clock.clone()).await;
+    setup(&iam).await;
+    let mut b = Browser::new();
+    let code = spa_code(&iam, &mut b).await;
+    clock.advance(61);
+    let (status, e) = redeem(&iam, &code, &[]).await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
+
+    clock.advance(100);
+    let page = b
+        .get(&authorize_url(&iam, "spa", SPA_CB, &[("max_age", "120")]))
+        .await;
+    assert_eq!(page.status, 200, "authenticated 161 s ago: sign in again");
+    let page = b
+        .get(&authorize_url(&iam, "spa", SPA_CB, &[("max_age", "600")]))
+        .await;
+    assert_eq!(page.status, 302, "recent enough");
+    let (status, t) = redeem(&iam, &page.query()["code"], &[]).await;
+    assert_eq!(status, 200);
+    let id = payload(t["id_token"].as_str().unwrap());
+    assert_eq!(
+        id["auth_time"].as_u64().unwrap() + 161,
+        id["iat"].as_u64().unwrap()
+    );
+
+    clock.advance(3600);
+    let page = b
+        .get(&authorize_url(&iam, "spa", SPA_CB, &[("prompt", "none")]))
+        .await;
+    assert_eq!(
+        page.query()["error"],
+        "login_required",
+        "the SSO session expired"
+    );
+}
+
+#[tokio::test]
+async fn a_code_redeemed_twice_at_once_succeeds_once() {
+    let iam = TestIam::start().await;
+    setup(&iam).await;
+    let mut b = Browser::new();
+    for _ in 0..5 {
+        let code = spa_code(&iam, &mut b).await;
+        let (x, y) = tokio::join!(redeem(&iam, &code, &[]), redeem(&iam, &code, &[]));
+        let mut statuses = [x.0, y.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "{x:?} {y:?}");
+    }
+}

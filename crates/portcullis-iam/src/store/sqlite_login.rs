@@ -11,6 +11,14 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 type Tx<'a> = Transaction<'a, Sqlite>;
 
+/// A transaction that takes the write lock at once: one that reads first
+/// and writes later could not upgrade its lock while another writer
+/// commits (SQLITE_BUSY at once, whatever the busy timeout), which
+/// concurrent refreshes of one token do.
+async fn write_tx(pool: &SqlitePool) -> Result<Tx<'static>, StoreError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 fn list(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Vec<String>, StoreError> {
     let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
@@ -121,7 +129,7 @@ pub(super) async fn end_session(
     sid: &str,
     now: UnixTime,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let n =
         sqlx::query("UPDATE login_sessions SET ended_at = ? WHERE sid = ? AND ended_at IS NULL")
             .bind(i(now))
@@ -139,7 +147,7 @@ pub(super) async fn end_user_sessions(
     user_id: &str,
     now: UnixTime,
 ) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     sqlx::query("UPDATE login_sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL")
         .bind(i(now))
         .bind(user_id)
@@ -238,7 +246,7 @@ pub(super) async fn redeem_code(
     issued: &Issuance,
     now: UnixTime,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let n = sqlx::query(
         "UPDATE auth_codes SET used_at = ?, grant_id = ? \
          WHERE digest = ? AND used_at IS NULL AND expires_at > ?",
@@ -278,7 +286,7 @@ pub(super) async fn revoke_code_grant(
     digest: &[u8],
     now: UnixTime,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let grant: Option<String> = sqlx::query("SELECT grant_id FROM auth_codes WHERE digest = ?")
         .bind(digest)
         .fetch_optional(&mut *tx)
@@ -299,7 +307,7 @@ pub(super) async fn revoke_grant(
     grant_id: &str,
     now: UnixTime,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let n = revoke_grants_where(&mut tx, By::Id, grant_id, now).await?;
     tx.commit().await?;
     Ok(n == 1)
@@ -340,7 +348,7 @@ pub(super) async fn rotate_refresh(
     grace: u64,
     now: UnixTime,
 ) -> Result<RefreshOutcome, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let row = sqlx::query(REFRESH_GRANT)
         .bind(digest)
         .fetch_optional(&mut *tx)
