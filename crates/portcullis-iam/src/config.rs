@@ -765,6 +765,39 @@ mod tests {
     }
 
     #[test]
+    fn the_login_table_has_defaults_and_refuses_unsafe_values() {
+        let parse = |t: &str| {
+            toml::from_str::<RawConfig>(&format!("mode = \"development\"\n[login]\n{t}"))
+                .unwrap()
+                .validate(&no_env)
+        };
+        let c = parse("").unwrap().login;
+        assert_eq!(
+            (c.session_ttl, c.id_token_ttl, c.refresh_reuse_grace),
+            (28_800, 300, 10)
+        );
+        assert_eq!((c.refresh_idle_ttl, c.refresh_max_ttl), (86_400, 2_592_000));
+        let c = parse("refresh_token_reuse_grace_secs = 0\nthrottle_free_failures = 3")
+            .unwrap()
+            .login;
+        assert_eq!((c.refresh_reuse_grace, c.throttle_free_failures), (0, 3));
+        for (bad, key) in [
+            (
+                "refresh_token_reuse_grace_secs = 61",
+                "login.refresh_token_reuse_grace_secs",
+            ),
+            ("session_ttl_secs = 0", "login.session_ttl_secs"),
+            (
+                "refresh_token_idle_ttl_secs = 10\nrefresh_token_max_ttl_secs = 5",
+                "login.refresh_token_idle_ttl_secs",
+            ),
+        ] {
+            assert_eq!(parse(bad).unwrap_err().key, key, "{bad}");
+        }
+        assert!(toml::from_str::<RawConfig>("[login]\nsesion_ttl_secs = 1").is_err());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let raw: RawConfig = toml::from_str(
             "mode = \"development\"\n[[clients]]\nid = \"a\"\nsecret_env = \"NOPE\"\n",
