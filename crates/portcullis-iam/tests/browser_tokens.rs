@@ -304,3 +304,38 @@ async fn a_code_redeemed_twice_at_once_succeeds_once() {
         assert_eq!(statuses, [200, 400], "{x:?} {y:?}");
     }
 }
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_its_grant() {
+    let iam = TestIam::start().await;
+    let secret = setup(&iam).await;
+    let mut b = Browser::new();
+    let code = spa_code(&iam, &mut b).await;
+    let (_, t) = redeem(&iam, &code, &[]).await;
+    let (access, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    // Another client cannot.
+    let r = iam
+        .http
+        .post(iam.url("/oauth2/revoke"))
+        .basic_auth("web", Some(&secret))
+        .form(&[("token", rt)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The public client itself can (RFC 7009 §2.1).
+    let r = iam
+        .http
+        .post(iam.url("/oauth2/revoke"))
+        .form(&[("token", rt), ("client_id", "spa")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!active(&iam, &secret, access).await);
+    let (status, _) = refresh(&iam, rt).await;
+    assert_eq!(status, 400);
+}

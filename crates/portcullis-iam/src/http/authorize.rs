@@ -503,6 +503,17 @@ pub async fn login(
     if let Err(e) = s.store.create_session(&key, &sess, now).await {
         return unavailable(&e);
     }
+    // Another user's session in this browser ends here (the same user's
+    // stays: re-authenticating must not revoke other clients' grants).
+    match current_session(&s, &headers).await {
+        Ok(Some((old, _))) if old.user_id != sess.user_id => {
+            if let Err(e) = s.store.end_session(&old.sid, now).await {
+                return unavailable(&e);
+            }
+        }
+        Ok(_) => {}
+        Err(resp) => return resp,
+    }
     crate::audit::login_succeeded(user.id.as_str(), &ip, &p.client_id, &sess.sid);
     let mut resp = proceed(&s, &client, &p, Some((sess, user)), StatusCode::SEE_OTHER).await;
     set_cookie(

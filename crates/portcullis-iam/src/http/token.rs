@@ -282,6 +282,23 @@ pub async fn revoke(
             .await?;
         metrics::counter!(names::REVOCATIONS).increment(1);
         crate::audit::token_revoked(caller.client.id.as_str(), &claims.jti);
+    } else {
+        // A refresh token: revoking it revokes its grant (RFC 7009 §2.1),
+        // with every access token issued under it.
+        let key = crate::login::digest(s.clients.master(), "refresh", token);
+        if let Some(g) = s.store.refresh_grant(&key).await? {
+            if g.client_id != caller.client.id.as_str() {
+                return Err(OAuthError::new(
+                    ErrorCode::UnauthorizedClient,
+                    "the token was not issued to this client",
+                )
+                .into());
+            }
+            if s.store.revoke_grant(&g.id, now).await? {
+                metrics::counter!(names::REVOCATIONS).increment(1);
+                crate::audit::grant_revoked(caller.client.id.as_str(), "refresh token revoked");
+            }
+        }
     }
     Ok(no_store(StatusCode::OK.into_response()))
 }

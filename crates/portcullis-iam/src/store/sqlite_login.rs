@@ -455,6 +455,8 @@ pub(super) async fn purge_expired(pool: &SqlitePool, now: UnixTime) -> Result<u6
          (SELECT id FROM grants WHERE expires_at <= ?1)",
         "DELETE FROM grant_tokens WHERE expires_at <= ?",
         "DELETE FROM grants WHERE expires_at <= ?",
+        // Failures are counted within a window of at most a day in practice.
+        "DELETE FROM login_failures WHERE last_at + 86400 <= ?",
     ] {
         n += sqlx::query(sql)
             .bind(i(now))
