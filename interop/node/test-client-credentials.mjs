@@ -18,51 +18,9 @@ import process from 'node:process';
 import * as client from 'openid-client';
 import * as jose from 'jose';
 
-const TIMEOUT_MS = 10_000;
+import { CheckFailed, TIMEOUT_MS, check, describe, step, stepCount } from './lib.mjs';
+
 const SCOPES = 'orders:read orders:write';
-let steps = 0;
-
-// The whole run is bounded: a hung server must not hang the harness.
-setTimeout(() => {
-  console.log(`not ok - watchdog: the run took longer than 120 s`);
-  process.exit(1);
-}, 120_000).unref();
-
-class CheckFailed extends Error {}
-
-function check(cond, why) {
-  if (!cond) throw new CheckFailed(why);
-}
-
-async function describe(err) {
-  if (err instanceof CheckFailed) return err.message;
-  if (err instanceof client.ResponseBodyError) {
-    return `OAuth error ${JSON.stringify(err.error)} (HTTP ${err.status}): ${err.error_description ?? ''}`;
-  }
-  if (err instanceof client.WWWAuthenticateChallengeError) {
-    const body = await err.response?.text().catch(() => '');
-    return `HTTP ${err.status} with WWW-Authenticate challenge ${JSON.stringify(err.cause)}, body ${body}`;
-  }
-  const code = err?.code ? ` [${err.code}]` : '';
-  const cause = err?.cause ? ` (cause: ${err.cause?.message ?? JSON.stringify(err.cause)})` : '';
-  return `${err?.name ?? 'Error'}${code}: ${err?.message ?? String(err)}${cause}`;
-}
-
-async function step(name, fn) {
-  steps += 1;
-  let result;
-  try {
-    result = await fn();
-  } catch (err) {
-    let why = (await describe(err)).replace(/\s+/g, ' ');
-    if (why.length > 1500) why = `${why.slice(0, 1500)}...`;
-    console.log(`not ok - ${name}: ${why}`);
-    console.log(`# ${steps - 1} step(s) passed before the failure`);
-    process.exit(1);
-  }
-  console.log(`ok - ${name}`);
-  return result;
-}
 
 function sameOrigin(a, b) {
   return new URL(a).origin === new URL(b).origin;
@@ -298,7 +256,7 @@ async function main() {
     check((challenges ?? []).some((c) => c.scheme === 'basic'), 'no WWW-Authenticate: Basic challenge on the 401 (RFC 6749 §5.2)');
   });
 
-  console.log(`# all ${steps} steps passed`);
+  console.log(`# all ${stepCount()} steps passed`);
 }
 
 main().then(

@@ -63,18 +63,28 @@ async fn run_script(program: PathBuf, args: &[PathBuf], needs: &Path) {
     .await;
     let pem_path = iam.dir.path().join("interop-jwt.pem");
     std::fs::write(&pem_path, pem(key.pkcs8_der())).unwrap();
+    let pem_path = pem_path.to_str().unwrap();
+    let secret = secret["client_secret"].as_str().unwrap();
+    let env = [
+        ("PORTCULLIS_ISSUER", iam.issuer.as_str()),
+        ("PORTCULLIS_CLIENT_ID", "interop-secret"),
+        ("PORTCULLIS_CLIENT_SECRET", secret),
+        ("PORTCULLIS_JWT_CLIENT_ID", "interop-jwt"),
+        ("PORTCULLIS_JWT_CLIENT_KEY", pem_path),
+        ("PORTCULLIS_AUDIENCE", "orders-api"),
+    ];
+    let stdout = spawn_script(&program, args, &env).await;
+    assert!(
+        stdout.matches("\nok - ").count() + usize::from(stdout.starts_with("ok - ")) >= 15,
+        "{stdout}"
+    );
+}
 
-    let child = tokio::process::Command::new(&program)
+/// Runs `program args` with `env`; fails unless it exits 0 with no failed step.
+async fn spawn_script(program: &Path, args: &[PathBuf], env: &[(&str, &str)]) -> String {
+    let child = tokio::process::Command::new(program)
         .args(args)
-        .env("PORTCULLIS_ISSUER", &iam.issuer)
-        .env("PORTCULLIS_CLIENT_ID", "interop-secret")
-        .env(
-            "PORTCULLIS_CLIENT_SECRET",
-            secret["client_secret"].as_str().unwrap(),
-        )
-        .env("PORTCULLIS_JWT_CLIENT_ID", "interop-jwt")
-        .env("PORTCULLIS_JWT_CLIENT_KEY", &pem_path)
-        .env("PORTCULLIS_AUDIENCE", "orders-api")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(180), child)
@@ -90,10 +100,7 @@ async fn run_script(program: PathBuf, args: &[PathBuf], needs: &Path) {
         program.display()
     );
     assert!(!stdout.contains("not ok"), "{stdout}");
-    assert!(
-        stdout.matches("\nok - ").count() + usize::from(stdout.starts_with("ok - ")) >= 15,
-        "{stdout}"
-    );
+    stdout.into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,4 +124,47 @@ async fn openid_client_and_jose_complete_the_client_credentials_flow() {
         &dir.join("node_modules/openid-client"),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_client_completes_the_code_flow_with_pkce_refresh_userinfo_and_logout() {
+    let dir = interop_dir().join("node");
+    let needs = dir.join("node_modules/openid-client");
+    assert!(
+        needs.exists(),
+        "interop dependencies are missing ({}): run `bash interop/install.sh` or `./scripts/test.sh`",
+        needs.display()
+    );
+    let iam = TestIam::start().await;
+    let r = iam
+        .admin_call(
+            reqwest::Method::POST,
+            "/admin/users",
+            Some(
+                json!({"username": "carol", "password": "interop-password-1",
+                        "email": "carol@example.com", "email_verified": true,
+                        "display_name": "Carol"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    iam.create_client(json!({
+        "client_id": "interop-rp", "public": true, "first_party": true,
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "post_logout_redirect_uris": ["http://127.0.0.1/signed-out"],
+        "allowed_scopes": ["openid", "profile", "email"],
+        "default_scopes": ["openid"],
+        "allowed_audiences": ["orders-api"], "default_audiences": ["orders-api"],
+    }))
+    .await;
+    let env = [
+        ("PORTCULLIS_ISSUER", iam.issuer.as_str()),
+        ("PORTCULLIS_RP_CLIENT_ID", "interop-rp"),
+        ("PORTCULLIS_RP_REDIRECT_URI", "http://127.0.0.1/callback"),
+        ("PORTCULLIS_RP_LOGOUT_URI", "http://127.0.0.1/signed-out"),
+        ("PORTCULLIS_USERNAME", "carol"),
+        ("PORTCULLIS_PASSWORD", "interop-password-1"),
+    ];
+    let stdout = spawn_script(Path::new("node"), &[dir.join("test-code-flow.mjs")], &env).await;
+    assert!(stdout.contains("# all 10 steps passed"), "{stdout}");
 }
