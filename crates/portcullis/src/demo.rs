@@ -3,12 +3,70 @@
 //! and shows who called.
 
 use axum::Router;
+use axum::extract::Query;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use axum::routing::get;
 use portcullis_service::{Authenticated, BearerAuth, Validator, ValidatorConfig};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-/// Starts `whoami` on `addr`, trusting internal tokens from `gateway_issuer`.
-pub async fn start_whoami(addr: SocketAddr, gateway_issuer: String) -> anyhow::Result<SocketAddr> {
+/// The browser-login demo: a public client whose redirect URI is this
+/// service's `/callback`, which shows the code and how to redeem it.
+pub struct DemoLogin {
+    /// The IAM server's issuer.
+    pub issuer: String,
+    /// The public client's id.
+    pub client_id: String,
+    /// The PKCE verifier of the printed authorization URL.
+    pub verifier: String,
+}
+
+/// `/callback`: a plain-text page with the authorization response and the
+/// `curl` that redeems the code (text/plain: nothing in it is markup).
+fn callback_page(login: &DemoLogin, redirect_uri: &str, q: &HashMap<String, String>) -> Response {
+    let mut text = String::new();
+    if let Some(e) = q.get("error") {
+        text.push_str(&format!(
+            "The IAM server refused the login: {e}\n{}\n",
+            q.get("error_description").map_or("", String::as_str)
+        ));
+    } else if let Some(code) = q.get("code") {
+        text.push_str(&format!(
+            "Signed in. The IAM server sent back an authorization code (state {:?}, iss {:?}).\n\n\
+             Redeem it within 60 s (it works once):\n\n  curl -s -d grant_type=authorization_code -d client_id={} \\\n    \
+             -d code={code} \\\n    -d redirect_uri={redirect_uri} \\\n    -d code_verifier={} \\\n    {}/oauth2/token\n",
+            q.get("state").map_or("", String::as_str),
+            q.get("iss").map_or("", String::as_str),
+            login.client_id,
+            login.verifier,
+            login.issuer,
+        ));
+    } else {
+        text.push_str("No authorization response in this URL.\n");
+    }
+    let mut resp = Response::new(axum::body::Body::from(text));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Starts `whoami` on `addr`, trusting internal tokens from `gateway_issuer`,
+/// and, with `login`, the `/callback` page of the browser-login demo.
+pub async fn start_whoami(
+    addr: SocketAddr,
+    gateway_issuer: String,
+    login: Option<DemoLogin>,
+) -> anyhow::Result<SocketAddr> {
     let validator = Validator::start(
         ValidatorConfig::new(gateway_issuer, "whoami").dangerous_ignore_revocations(),
     )
@@ -29,10 +87,22 @@ pub async fn start_whoami(addr: SocketAddr, gateway_issuer: String) -> anyhow::R
                 }))
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
         .layer(BearerAuth::new(validator, "whoami"));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let mut open = Router::new().route("/healthz", get(|| async { "ok" }));
+    if let Some(login) = login {
+        let login = Arc::new(login);
+        let redirect_uri = format!("http://{bound}/callback");
+        open = open.route(
+            "/callback",
+            get(move |Query(q): Query<HashMap<String, String>>| {
+                let (login, redirect_uri) = (login.clone(), redirect_uri.clone());
+                async move { callback_page(&login, &redirect_uri, &q) }
+            }),
+        );
+    }
+    let app = open.merge(app);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(bound)
 }

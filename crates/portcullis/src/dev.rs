@@ -4,12 +4,16 @@
 use crate::Failure;
 use crate::cli::{DevArgs, LogArgs};
 use anyhow::Context;
-use portcullis_iam::config::{RawClient, RawConfig};
+use portcullis_iam::config::{RawClient, RawConfig, RawUser};
 use portcullis_iam::crypto::{MasterKey, random_token};
 use std::path::Path;
 
 /// The demo client's id.
 const DEMO_CLIENT: &str = "demo-service";
+/// The public client of the browser-login demo.
+const DEMO_WEB_CLIENT: &str = "demo-web";
+/// The demo user.
+const DEMO_USER: &str = "alice";
 
 /// Reads a secret file, or creates it with `make()` (mode 0600).
 fn secret_file(
@@ -48,6 +52,7 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     let demo_secret = secret_file(&dir.join("demo-client-secret"), || {
         Ok(format!("pcs_{}", random_token(32)?))
     })?;
+    let user_password = secret_file(&dir.join("demo-user-password"), || Ok(random_token(12)?))?;
     let db = dir.join("portcullis.db");
     let raw = RawConfig {
         mode: Some("development".into()),
@@ -58,14 +63,44 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         admin_token: Some(admin_token.clone()),
         key_publish_delay_secs: Some(60),
         jwks_max_age_secs: Some(30),
-        clients: vec![RawClient {
-            id: DEMO_CLIENT.into(),
-            name: Some("Demo service".into()),
-            secret: Some(demo_secret.clone()),
-            allowed_scopes: vec!["orders:read".into(), "orders:write".into()],
-            default_scopes: vec!["orders:read".into()],
-            allowed_audiences: vec!["orders-api".into(), "gateway".into()],
-            default_audiences: vec!["orders-api".into()],
+        clients: vec![
+            RawClient {
+                id: DEMO_CLIENT.into(),
+                name: Some("Demo service".into()),
+                secret: Some(demo_secret.clone()),
+                allowed_scopes: vec!["orders:read".into(), "orders:write".into()],
+                default_scopes: vec!["orders:read".into()],
+                allowed_audiences: vec!["orders-api".into(), "gateway".into()],
+                default_audiences: vec!["orders-api".into()],
+                ..Default::default()
+            },
+            RawClient {
+                id: DEMO_WEB_CLIENT.into(),
+                name: Some("Demo web app".into()),
+                public: true,
+                first_party: true,
+                grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
+                // Loopback: any port of the demo service's /callback.
+                redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                allowed_scopes: vec![
+                    "openid".into(),
+                    "profile".into(),
+                    "email".into(),
+                    "orders:read".into(),
+                ],
+                default_scopes: vec!["openid".into()],
+                allowed_audiences: vec!["orders-api".into()],
+                default_audiences: vec!["orders-api".into()],
+                ..Default::default()
+            },
+        ],
+        users: vec![RawUser {
+            username: DEMO_USER.into(),
+            password: Some(user_password.clone()),
+            email: Some("alice@example.com".into()),
+            email_verified: Some(true),
+            display_name: Some("Alice (demo)".into()),
+            roles: vec!["viewer".into()],
             ..Default::default()
         }],
         ..Default::default()
@@ -94,9 +129,32 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         ))
     })?;
     let gw_issuer = format!("http://{gw_admin}");
-    let demo = crate::demo::start_whoami(demo_addr, gw_issuer.clone())
+    // The browser-login demo: a PKCE pair for the printed authorization URL.
+    let verifier = random_token(32).context("random source")?;
+    let challenge = {
+        use base64::Engine as _;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    };
+    let login = crate::demo::DemoLogin {
+        issuer: issuer.clone(),
+        client_id: DEMO_WEB_CLIENT.into(),
+        verifier,
+    };
+    let demo = crate::demo::start_whoami(demo_addr, gw_issuer.clone(), Some(login))
         .await
         .context("starting the demo service")?;
+    let authorize_url = {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", DEMO_WEB_CLIENT)
+            .append_pair("redirect_uri", &format!("http://{demo}/callback"))
+            .append_pair("scope", "openid profile email")
+            .append_pair("state", "demo")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        format!("{issuer}/oauth2/authorize?{}", q.finish())
+    };
     let gw_config = gateway_config(&args, &api_key, demo, server.public_addr, &issuer, dir)?;
     let gateway = portcullis_gateway::start(gw_config, None, std::sync::Arc::new(|_| {}))
         .await
@@ -120,6 +178,12 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         format!(
             "  curl -s -u '{DEMO_CLIENT}:{demo_secret}' -d grant_type=client_credentials \\\n    -d 'scope=orders:read orders:write' {issuer}/oauth2/token"
         ),
+        String::new(),
+        format!("  demo user     {DEMO_USER} / {user_password}"),
+        String::new(),
+        "Sign in as that user (authorization code + PKCE); open in a browser:".into(),
+        String::new(),
+        format!("  {authorize_url}"),
         String::new(),
         String::new(),
         format!(

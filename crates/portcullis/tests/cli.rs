@@ -289,6 +289,7 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
             .status(),
         401
     );
+    dev_browser_login_works(&text).await;
     drop(child);
 
     // Restart: same secret, same data.
@@ -313,6 +314,89 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
             .mode();
         assert_eq!(mode & 0o077, 0, "secrets are private to the user");
     }
+}
+
+/// The browser-login demo of the banner: the printed authorization URL, a
+/// sign-in as the printed user, the demo service's callback page, and the
+/// `curl` it shows, run as an HTTP request: an ID token comes back.
+async fn dev_browser_login_works(text: &str) {
+    let url = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("/oauth2/authorize?"))
+        .expect("authorization URL printed");
+    let (user, password) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("demo user     "))
+        .and_then(|l| l.split_once(" / "))
+        .expect("demo user printed");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let cookies: Vec<String> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let html = page.text().await.unwrap();
+    let field = |name: &str| {
+        let marker = format!(r#"name="{name}" value=""#);
+        let start = html.find(&marker).unwrap() + marker.len();
+        html[start..start + html[start..].find('"').unwrap()].to_owned()
+    };
+    let login_url = url.split("/oauth2/authorize").next().unwrap().to_owned() + "/oauth2/login";
+    let done = http
+        .post(login_url)
+        .header("cookie", cookies.join("; "))
+        .form(&[
+            ("request", field("request").as_str()),
+            ("csrf", field("csrf").as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        done.status().as_u16() / 100,
+        3,
+        "{}",
+        done.text().await.unwrap()
+    );
+    let callback = done.headers()["location"].to_str().unwrap().to_owned();
+    assert!(callback.contains("/callback?code="), "{callback}");
+    let shown = http.get(&callback).send().await.unwrap();
+    let shown = shown.text().await.unwrap();
+    // The page's curl: `-d name=value` pairs and the token URL.
+    let mut form = Vec::new();
+    let mut token_url = String::new();
+    let words: Vec<&str> = shown.split_whitespace().filter(|w| *w != "\\").collect();
+    for (i, w) in words.iter().enumerate() {
+        if *w == "-d" {
+            let (k, v) = words[i + 1].split_once('=').unwrap();
+            form.push((k.to_owned(), v.to_owned()));
+        } else if w.ends_with("/oauth2/token") {
+            token_url = (*w).to_owned();
+        }
+    }
+    assert_eq!(form.len(), 5, "{shown}");
+    let t = post_form(&http, &token_url, &form).await;
+    assert!(t["id_token"].is_string(), "{t}");
+    assert!(t["access_token"].is_string(), "{t}");
+}
+
+/// POSTs a form and reads the JSON answer.
+async fn post_form<T: serde::Serialize + ?Sized>(
+    http: &reqwest::Client,
+    url: &str,
+    form: &T,
+) -> Value {
+    let r = http.post(url).form(form).send().await.unwrap();
+    r.json().await.unwrap()
 }
 
 /// Runs the CLI against `iam` with `stdin` piped in.
