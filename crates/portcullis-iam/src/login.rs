@@ -271,6 +271,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn untrusted_sealed_requests_and_cookies_never_panic(
+            sealed in "\\PC{0,300}",
+            cookie in "[ -~]{0,200}",
+        ) {
+            let k = MasterKey::from_bytes(&[3; 32]).unwrap();
+            proptest::prop_assert_eq!(Pending::open(&k, &sealed, 0), None);
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+                h.insert(http::header::COOKIE, v);
+            }
+            let got = Cookies::for_issuer("http://x").get(&h, CSRF_COOKIE);
+            proptest::prop_assert!(got.is_none_or(|v| cookie.contains(v)));
+        }
+    }
+
     #[test]
     fn throttle_delays_grow_and_are_capped() {
         assert_eq!(throttle_delay(4, 5, 300), 0);
