@@ -87,7 +87,9 @@ pub fn logout(user_id: &str, sid: &str, client_id: &str) {
     tracing::info!(target: TARGET, event = "logout", user_id, sid, client_id);
 }
 
-/// A grant was revoked for a replayed code or refresh token.
-pub fn grant_revoked(client_id: &str, reason: &str) {
+/// A grant was revoked: a replayed code or refresh token, or a refresh
+/// token revoked by its client (counted by reason).
+pub fn grant_revoked(client_id: &str, reason: &'static str) {
+    metrics::counter!(crate::metrics::names::REPLAYS, "reason" => reason).increment(1);
     tracing::warn!(target: TARGET, event = "grant_revoked", client_id, reason);
 }

@@ -26,4 +26,9 @@ pub mod names {
     /// Password checks, by result (`accepted`/`refused` only: the metrics
     /// are public, so they must not tell unknown users from wrong passwords).
     pub const PASSWORD_CHECKS: &str = "portcullis_iam_password_checks_total";
+    /// Sign-ins at the login form, by result (`succeeded`, `failed`,
+    /// `throttled`).
+    pub const LOGINS: &str = "portcullis_iam_logins_total";
+    /// Grants revoked for a replayed code or refresh token, by reason.
+    pub const REPLAYS: &str = "portcullis_iam_replays_total";
 }

@@ -326,7 +326,16 @@ async fn revoking_a_refresh_token_revokes_its_grant() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    // The public client itself can (RFC 7009 §2.1).
+    // A public client proves nothing, so it may not introspect.
+    let r = iam
+        .http
+        .post(iam.url("/oauth2/introspect"))
+        .form(&[("token", access), ("client_id", "spa")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The public client itself can revoke (RFC 7009 §2.1).
     let r = iam
         .http
         .post(iam.url("/oauth2/revoke"))

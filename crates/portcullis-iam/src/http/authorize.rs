@@ -468,6 +468,7 @@ pub async fn login(
         Ok(true) => {}
         Ok(false) => {
             crate::audit::login_throttled(username, &ip);
+            metrics::counter!(crate::metrics::names::LOGINS, "result" => "throttled").increment(1);
             let mut r = again(THROTTLED);
             *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             return r;
@@ -478,6 +479,7 @@ pub async fn login(
         Ok(Some(u)) => u,
         Ok(None) => {
             crate::audit::login_failed(username, &ip, &p.client_id);
+            metrics::counter!(crate::metrics::names::LOGINS, "result" => "failed").increment(1);
             if let Err(e) = crate::throttle::failed(&s, username, &ip).await {
                 return unavailable(&e);
             }
@@ -515,6 +517,7 @@ pub async fn login(
         Err(resp) => return resp,
     }
     crate::audit::login_succeeded(user.id.as_str(), &ip, &p.client_id, &sess.sid);
+    metrics::counter!(crate::metrics::names::LOGINS, "result" => "succeeded").increment(1);
     let mut resp = proceed(&s, &client, &p, Some((sess, user)), StatusCode::SEE_OTHER).await;
     set_cookie(
         &mut resp,
