@@ -348,3 +348,41 @@ async fn revoking_a_refresh_token_revokes_its_grant() {
     let (status, _) = refresh(&iam, rt).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn refresh_tokens_have_an_idle_and_an_absolute_lifetime() {
+    let clock = portcullis_test_support::ManualClock::now_real();
+    let iam = TestIam::start_full(
+        |c| {
+            c.login.refresh_token_idle_ttl_secs = Some(100);
+            c.login.refresh_token_max_ttl_secs = Some(250);
+        },
+        clock.clone(),
+    )
+    .await;
+    setup(&iam).await;
+    let mut b = Browser::new();
+    let code = spa_code(&iam, &mut b).await;
+    let (_, t) = redeem(&iam, &code, &[]).await;
+    let mut rt = t["refresh_token"].as_str().unwrap().to_owned();
+    for step in 0..2 {
+        clock.advance(90);
+        let (status, t) = refresh(&iam, &rt).await;
+        assert_eq!(status, 200, "step {step}: {t}");
+        rt = t["refresh_token"].as_str().unwrap().to_owned();
+    }
+    clock.advance(90);
+    let (status, e) = refresh(&iam, &rt).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "270 s > the absolute 250 s"
+    );
+
+    // Idle: a fresh grant whose token is left unused past 100 s.
+    let code = spa_code(&iam, &mut b).await;
+    let (_, t) = redeem(&iam, &code, &[]).await;
+    clock.advance(101);
+    let (status, _) = refresh(&iam, t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 400);
+}
