@@ -60,10 +60,11 @@ fn callback_page(login: &DemoLogin, redirect_uri: &str, q: &HashMap<String, Stri
     resp
 }
 
-/// Starts `whoami` on `addr`, trusting internal tokens from `gateway_issuer`,
-/// and, with `login`, the `/callback` page of the browser-login demo.
+/// Serves `whoami` on `listener`, trusting internal tokens from
+/// `gateway_issuer`, and, with `login`, the `/callback` page of the
+/// browser-login demo.
 pub async fn start_whoami(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     gateway_issuer: String,
     login: Option<DemoLogin>,
 ) -> anyhow::Result<SocketAddr> {
@@ -88,7 +89,6 @@ pub async fn start_whoami(
             }),
         )
         .layer(BearerAuth::new(validator, "whoami"));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let mut open = Router::new().route("/healthz", get(|| async { "ok" }));
     if let Some(login) = login {

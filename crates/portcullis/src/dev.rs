@@ -141,9 +141,14 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         client_id: DEMO_WEB_CLIENT.into(),
         verifier,
     };
-    let demo = crate::demo::start_whoami(demo_addr, gw_issuer.clone(), Some(login))
+    // Bound now (the gateway routes to it), served once the gateway whose
+    // keys it trusts is up.
+    let demo_listener = tokio::net::TcpListener::bind(demo_addr)
         .await
-        .context("starting the demo service")?;
+        .with_context(|| format!("binding the demo service to {demo_addr}"))?;
+    let demo = demo_listener
+        .local_addr()
+        .context("the demo service's address")?;
     let authorize_url = {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("response_type", "code")
@@ -159,6 +164,9 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     let gateway = portcullis_gateway::start(gw_config, None, std::sync::Arc::new(|_| {}))
         .await
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("starting the gateway: {e}")))?;
+    crate::demo::start_whoami(demo_listener, gw_issuer.clone(), Some(login))
+        .await
+        .context("starting the demo service")?;
     let gw = format!("http://{}", gateway.addr);
     let dir = dir.display();
     let banner = [
