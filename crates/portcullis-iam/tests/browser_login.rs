@@ -384,3 +384,44 @@ async fn sign_in_and_consent_forms_refuse_cross_site_posts_and_do_not_tell_which
     assert_eq!(page.status, 200);
     assert!(page.body.contains(r#"name="password""#));
 }
+
+#[tokio::test]
+async fn unreadable_form_posts_get_an_html_error_page_not_json() {
+    let iam = TestIam::start_with(|c| c.max_body_bytes = Some(4096)).await;
+    let http = portcullis_test_support::http_client();
+    let cases: [(&str, &str, String, u16); 3] = [
+        ("/oauth2/login", "application/json", "{}".into(), 415),
+        (
+            "/oauth2/consent",
+            "application/x-www-form-urlencoded",
+            format!("request={}", "a".repeat(8192)),
+            413,
+        ),
+        (
+            "/oauth2/login",
+            "application/x-www-form-urlencoded",
+            "username=a&username=<script>".into(),
+            400,
+        ),
+    ];
+    for (path, content_type, body, status) in cases {
+        let r = http
+            .post(iam.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path} {content_type}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+    }
+}

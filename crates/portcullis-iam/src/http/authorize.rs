@@ -441,11 +441,37 @@ async fn open_form(
     }
 }
 
+/// The body of a page's form post. A body the form extractor refuses (wrong
+/// content type, too large, repeated or non-UTF-8 parameters) gets an HTML
+/// error page with the same status, not the JSON error API clients get.
+pub struct PageForm(FormParams, HeaderMap);
+
+impl axum::extract::FromRequest<SharedState> for PageForm {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &SharedState,
+    ) -> Result<Self, Response> {
+        match Form::from_request(req, state).await {
+            Ok(Form(form, headers)) => Ok(Self(form, headers)),
+            Err(e) => Err(pages::error(
+                e.status.unwrap_or(StatusCode::BAD_REQUEST),
+                "Request refused",
+                e.error
+                    .error_description
+                    .as_deref()
+                    .unwrap_or("The form could not be read."),
+            )),
+        }
+    }
+}
+
 /// `POST /oauth2/login`: the sign-in form.
 pub async fn login(
     State(s): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Form(form, headers): Form,
+    PageForm(form, headers): PageForm,
 ) -> Response {
     let (p, client) = match open_form(&s, &form, &headers).await {
         Ok(v) => v,
@@ -528,7 +554,7 @@ pub async fn login(
 }
 
 /// `POST /oauth2/consent`: the consent form.
-pub async fn consent(State(s): State<SharedState>, Form(form, headers): Form) -> Response {
+pub async fn consent(State(s): State<SharedState>, PageForm(form, headers): PageForm) -> Response {
     let (p, client) = match open_form(&s, &form, &headers).await {
         Ok(v) => v,
         Err(resp) => return resp,
