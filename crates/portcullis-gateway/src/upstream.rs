@@ -50,11 +50,12 @@ impl Pool {
                 .iter()
                 .map(|&addr| Target {
                     addr,
+                    // A socket address always parses as both.
                     authority: addr
                         .to_string()
                         .parse()
                         .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
-                    host: http::HeaderValue::from_str(&addr.to_string())
+                    host: http::HeaderValue::try_from(addr.to_string())
                         .unwrap_or_else(|_| http::HeaderValue::from_static("invalid")),
                     healthy: AtomicBool::new(true),
                     failures: AtomicU32::new(0),

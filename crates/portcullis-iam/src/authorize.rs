@@ -187,6 +187,11 @@ pub fn check_challenge(
     }
 }
 
+/// The S256 `code_challenge` of a verifier: BASE64URL(SHA256(verifier)).
+pub fn s256_challenge(verifier: &str) -> String {
+    B64.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
+}
+
 /// Whether `verifier` is 43–128 unreserved characters (RFC 7636 §4.1) and
 /// hashes to `challenge` (S256), compared in constant time.
 pub fn verify_pkce(challenge: &str, verifier: &str) -> bool {
@@ -197,7 +202,7 @@ pub fn verify_pkce(challenge: &str, verifier: &str) -> bool {
     if !well_formed {
         return false;
     }
-    let computed = B64.encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
+    let computed = s256_challenge(verifier);
     aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes())
         .is_ok()
 }
@@ -377,12 +382,12 @@ mod tests {
         // Verifier length bounds: 42 and 129 are refused even if they hash right.
         for len in [42, 129] {
             let v = "a".repeat(len);
-            let c = B64.encode(digest::digest(&digest::SHA256, v.as_bytes()));
+            let c = s256_challenge(&v);
             assert!(!verify_pkce(&c, &v), "{len}");
         }
         for len in [43, 128] {
             let v = "a".repeat(len);
-            let c = B64.encode(digest::digest(&digest::SHA256, v.as_bytes()));
+            let c = s256_challenge(&v);
             assert!(verify_pkce(&c, &v), "{len}");
         }
     }

@@ -197,8 +197,9 @@ impl From<&User> for UserView {
 struct Hasher {
     params: argon2::Params,
     /// The hash of a random password nobody knows, made with the configured
-    /// parameters: what unknown users are checked against.
-    dummy: Secret,
+    /// parameters: what unknown users are checked against. Made on first
+    /// use, so start-up does not pay an argon2 hash.
+    dummy: tokio::sync::OnceCell<Secret>,
 }
 
 fn argon(params: argon2::Params) -> argon2::Argon2<'static> {
@@ -206,11 +207,21 @@ fn argon(params: argon2::Params) -> argon2::Argon2<'static> {
 }
 
 impl Hasher {
-    async fn new(params: argon2::Params) -> Result<Self, UserError> {
-        let unknowable = crate::crypto::random_token(32)
-            .map_err(|_| UserError::Internal("random source failed"))?;
-        let dummy = Self::hash_with(params.clone(), Secret::new(unknowable)).await?;
-        Ok(Self { params, dummy })
+    fn new(params: argon2::Params) -> Self {
+        Self {
+            params,
+            dummy: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn dummy(&self) -> Result<&Secret, UserError> {
+        self.dummy
+            .get_or_try_init(|| async {
+                let unknowable = crate::crypto::random_token(32)
+                    .map_err(|_| UserError::Internal("random source failed"))?;
+                Self::hash_with(self.params.clone(), Secret::new(unknowable)).await
+            })
+            .await
     }
 
     async fn hash_with(params: argon2::Params, password: Secret) -> Result<Secret, UserError> {
@@ -233,7 +244,14 @@ impl Hasher {
     /// `None` checks against the dummy hash: same work, always false.
     async fn verify(&self, password: &Secret, phc: Option<&Secret>) -> bool {
         let real = phc.is_some();
-        let (password, phc) = (password.clone(), phc.unwrap_or(&self.dummy).clone());
+        let phc = match phc {
+            Some(p) => p.clone(),
+            None => match self.dummy().await {
+                Ok(d) => d.clone(),
+                Err(_) => return false,
+            },
+        };
+        let password = password.clone();
         let ok = tokio::task::spawn_blocking(move || {
             use argon2::PasswordVerifier;
             let Ok(hash) = argon2::PasswordHash::new(phc.expose()) else {
@@ -274,8 +292,8 @@ pub struct UserRegistry {
 }
 
 impl UserRegistry {
-    /// A registry over `store` hashing with `params`. Computes the dummy
-    /// hash for unknown users once, here.
+    /// A registry over `store` hashing with `params`. The dummy hash for
+    /// unknown users is made on the first check that needs it.
     pub async fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -284,7 +302,7 @@ impl UserRegistry {
         Ok(Self {
             store,
             clock,
-            hasher: Hasher::new(params.argon2().clone()).await?,
+            hasher: Hasher::new(params.argon2().clone()),
         })
     }
 
@@ -632,7 +650,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_record_their_parameters() {
-        let h = Hasher::new(small()).await.unwrap();
+        let h = Hasher::new(small());
         let pw = Secret::new("correct horse");
         let phc = h.hash(&pw).await.unwrap();
         assert!(phc.expose().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
@@ -645,9 +663,7 @@ mod tests {
             "a corrupt hash refuses"
         );
         assert!(h.is_current(&phc));
-        let other = Hasher::new(argon2::Params::new(128, 1, 1, None).unwrap())
-            .await
-            .unwrap();
+        let other = Hasher::new(argon2::Params::new(128, 1, 1, None).unwrap());
         assert!(!other.is_current(&phc));
         assert!(
             other.verify(&pw, Some(&phc)).await,

@@ -35,13 +35,18 @@ fn pem(der: &[u8]) -> String {
     )
 }
 
-/// Starts a server with the clients the scripts expect and runs `program args`.
-async fn run_script(program: PathBuf, args: &[PathBuf], needs: &Path) {
+/// Fails, saying how to install them, when the interop dependencies are missing.
+fn require(needs: &Path) {
     assert!(
         needs.exists(),
         "interop dependencies are missing ({}): run `bash interop/install.sh` or `./scripts/test.sh`",
         needs.display()
     );
+}
+
+/// Starts a server with the clients the scripts expect and runs `program args`.
+async fn run_script(program: PathBuf, args: &[PathBuf], needs: &Path) {
+    require(needs);
     let iam = TestIam::start().await;
     let secret = iam
         .create_client(json!({
@@ -129,12 +134,7 @@ async fn openid_client_and_jose_complete_the_client_credentials_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openid_client_completes_the_code_flow_with_pkce_refresh_userinfo_and_logout() {
     let dir = interop_dir().join("node");
-    let needs = dir.join("node_modules/openid-client");
-    assert!(
-        needs.exists(),
-        "interop dependencies are missing ({}): run `bash interop/install.sh` or `./scripts/test.sh`",
-        needs.display()
-    );
+    require(&dir.join("node_modules/openid-client"));
     let iam = TestIam::start().await;
     let r = iam
         .admin_call(

@@ -131,11 +131,7 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     let gw_issuer = format!("http://{gw_admin}");
     // The browser-login demo: a PKCE pair for the printed authorization URL.
     let verifier = random_token(32).context("random source")?;
-    let challenge = {
-        use base64::Engine as _;
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
-    };
+    let challenge = portcullis_iam::authorize::s256_challenge(&verifier);
     let login = crate::demo::DemoLogin {
         issuer: issuer.clone(),
         client_id: DEMO_WEB_CLIENT.into(),
