@@ -241,6 +241,9 @@ pub struct KeyRing {
     publish_delay: u64,
     max_ttl: u64,
     snapshot: ArcSwap<Snapshot>,
+    /// Held while [`KeyRing::ensure_chains`] creates keys, so that callers
+    /// racing to it create one key per chain, not one each.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl KeyRing {
@@ -266,10 +269,12 @@ impl KeyRing {
         Self::init_with(store, master, clock, options).await
     }
 
-    /// Loads the keys, then makes sure every chain has a signing key: the
-    /// access-token chain as [`KeyRing::init`] does, and each algorithm in
-    /// `options.chains` gets an active first key if none of its keys is
-    /// active.
+    /// Loads the keys and makes sure the access-token chain has a signing
+    /// key, as [`KeyRing::init`] does. The chains of `options.chains` get
+    /// their first keys from [`KeyRing::ensure_chains`], which the caller
+    /// runs when it suits it: an RSA key takes a random 50-300 ms to
+    /// generate, which a server need not spend before it serves access
+    /// tokens.
     pub async fn init_with(
         store: Arc<dyn Store>,
         master: Arc<MasterKey>,
@@ -291,6 +296,7 @@ impl KeyRing {
             publish_delay: options.publish_delay,
             max_ttl: options.max_ttl,
             snapshot: ArcSwap::from_pointee(empty),
+            creating: tokio::sync::Mutex::new(()),
         };
         ring.reload().await?;
         let now = ring.clock.now();
@@ -318,19 +324,42 @@ impl KeyRing {
             }
             Some(_) => {}
         }
-        for &chain in &ring.chains.own {
-            // The primary algorithm's keys were seen to above, as the
-            // access-token chain (which may still sign with an old one).
-            if chain == alg || ring.snapshot().signer_for(chain, now).is_some() {
-                continue;
-            }
+        Ok(ring)
+    }
+
+    /// The chains of [`KeyRingOptions::chains`] without an active key.
+    /// The primary algorithm's is the access-token chain, seen to by
+    /// [`KeyRing::init_with`] (which may still sign with an old one).
+    fn chains_wanting_a_key(&self, now: UnixTime) -> Vec<SigningAlgorithm> {
+        let snap = self.snapshot();
+        self.chains
+            .own
+            .iter()
+            .copied()
+            .filter(|&c| c != self.chains.primary && snap.signer_for(c, now).is_none())
+            .collect()
+    }
+
+    /// Gives each chain of [`KeyRingOptions::chains`] an active first key
+    /// if none of its keys is active. Cheap once they have one; concurrent
+    /// callers wait for the one that creates the keys.
+    pub async fn ensure_chains(&self) -> Result<(), KeyRingError> {
+        if self.chains_wanting_a_key(self.clock.now()).is_empty() {
+            return Ok(());
+        }
+        let _creating = self.creating.lock().await;
+        // Another process sharing the store (a replica, the CLI) may have
+        // created them meanwhile.
+        self.reload().await?;
+        let now = self.clock.now();
+        for chain in self.chains_wanting_a_key(now) {
             // As for the first access-token key: no verifier has cached a
             // key of this chain yet, so its first key may sign at once (one
             // meeting an unknown kid refetches the JWKS, OIDC Core 10.1.1).
-            ring.add_key(chain, now).await?;
+            self.add_key(chain, now).await?;
             tracing::info!(alg = %chain, "created the first signing key of its chain");
         }
-        Ok(ring)
+        Ok(())
     }
 
     /// The current snapshot.

@@ -75,7 +75,15 @@ impl RunningIam {
         if tokio::time::timeout(self.grace, drain).await.is_err() {
             tracing::warn!("shutdown grace period elapsed with requests still in flight");
         }
-        self.background.abort();
+        // Housekeeping stops at its next tick, but finishes creating a key it
+        // began: an abandoned insert could land after a successor started.
+        let mut background = self.background;
+        if tokio::time::timeout(self.grace, &mut background)
+            .await
+            .is_err()
+        {
+            background.abort();
+        }
     }
 }
 
@@ -201,10 +209,17 @@ pub async fn start_with_clock(
         serve(
             admin,
             http::admin_router(state.clone(), config.max_body_bytes),
-            rx,
+            rx.clone(),
         ),
     ];
-    let background = tokio::spawn(housekeeping(keys, store, clock, config.key_refresh));
+    let rx_background = rx;
+    let background = tokio::spawn(housekeeping(
+        keys,
+        store,
+        clock,
+        config.key_refresh,
+        rx_background,
+    ));
     tracing::info!(%public_addr, %admin_addr, %issuer, "IAM server listening");
     Ok(RunningIam {
         public_addr,
@@ -217,19 +232,29 @@ pub async fn start_with_clock(
     })
 }
 
-/// Reloads keys (rotations made by other replicas or the CLI) and purges
-/// expired assertion jtis and revocations.
+/// Creates the first keys of the ID-token chain if the store has none (off
+/// the start-up path: an RSA key takes a random 50-300 ms), then reloads keys
+/// (rotations made by other replicas or the CLI) and purges expired
+/// assertion jtis and revocations, until told to stop.
 async fn housekeeping(
     keys: Arc<KeyRing>,
     store: Arc<dyn store::Store>,
     clock: Arc<dyn Clock>,
     refresh: u64,
+    mut stop: watch::Receiver<bool>,
 ) {
+    if let Err(e) = keys.ensure_chains().await {
+        // The code grant tries again before it spends a code.
+        tracing::error!(error = %e, "could not create the ID-token signing key");
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(refresh));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         if let Err(e) = keys.reload().await {
             tracing::error!(error = %e, "key reload failed; serving the keys loaded before");
         }

@@ -241,6 +241,40 @@ const PUBLISH_DELAY: u64 = 120;
 const MAX_TTL: u64 = 600;
 
 /// A key ring over the SQLite store in `dir` (a restart when it exists).
+/// The server serves before it made the ID-token key: whoever needs it
+/// first (housekeeping, a code redemption) makes it, and racing callers get
+/// one key, not one each.
+#[tokio::test]
+async fn racing_callers_create_one_first_key_per_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::now_real();
+    let url = format!("sqlite://{}", dir.path().join("iam.db").display());
+    let store = portcullis_iam::store::open(&url).await.unwrap();
+    let master = MasterKey::from_base64(&Secret::new(TEST_MASTER_KEY)).unwrap();
+    let options = KeyRingOptions {
+        issuer: ISSUER.into(),
+        alg: Es256,
+        chains: vec![Rs256],
+        publish_delay: PUBLISH_DELAY,
+        max_ttl: MAX_TTL,
+    };
+    let ring = KeyRing::init_with(store, Arc::new(master), clock.clone(), options)
+        .await
+        .unwrap();
+    assert!(ring.snapshot().signer_for(Rs256, clock.now()).is_none());
+    assert_eq!(published(&ring).len(), 1, "only the access-token key so far");
+
+    let (a, b, c) = tokio::join!(
+        ring.ensure_chains(),
+        ring.ensure_chains(),
+        ring.ensure_chains()
+    );
+    a.and(b).and(c).unwrap();
+    let algs: Vec<String> = published(&ring).into_iter().map(|(_, alg)| alg).collect();
+    assert_eq!(algs.iter().filter(|a| *a == "RS256").count(), 1, "{algs:?}");
+    assert!(ring.snapshot().signer_for(Rs256, clock.now()).is_some());
+}
+
 async fn ring(
     dir: &Path,
     clock: &Arc<ManualClock>,
@@ -257,9 +291,11 @@ async fn ring(
         publish_delay: PUBLISH_DELAY,
         max_ttl: MAX_TTL,
     };
-    KeyRing::init_with(store, Arc::new(master), clock.clone(), options)
+    let ring = KeyRing::init_with(store, Arc::new(master), clock.clone(), options)
         .await
-        .unwrap()
+        .unwrap();
+    ring.ensure_chains().await.unwrap();
+    ring
 }
 
 /// The JWKS the ring serves, as `(kid, alg)` pairs. Keys activated in the

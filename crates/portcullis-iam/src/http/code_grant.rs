@@ -140,6 +140,13 @@ fn new_refresh(
     Ok(Some((token, key, now + s.login.refresh_idle_ttl)))
 }
 
+/// Makes sure the ID-token chain has its key before a grant is spent: on a
+/// first start the server serves before it made that key (see
+/// [`crate::keys::KeyRing::ensure_chains`]).
+async fn id_token_key(s: &SharedState) -> Result<(), ApiError> {
+    s.keys.ensure_chains().await.map_err(internal)
+}
+
 /// `grant_type=authorization_code`.
 pub(super) async fn authorization_code(
     s: &SharedState,
@@ -149,6 +156,7 @@ pub(super) async fn authorization_code(
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    id_token_key(s).await?;
     let now = s.clock.now();
     let key = digest(s.clients.master(), "code", code);
     let Some(row) = s.store.get_code(&key).await? else {
@@ -243,6 +251,7 @@ pub(super) async fn refresh_token(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+    id_token_key(s).await?;
     let now = s.clock.now();
     let key = digest(s.clients.master(), "refresh", presented);
     // A narrower scope may be asked for (RFC 6749 §6), never a wider one;
