@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod ids;
 pub mod jose;
 pub mod oauth;

@@ -45,6 +45,8 @@ impl PartialEq for Secret {
     }
 }
 
+impl Eq for Secret {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,49 @@ pub struct RawConfig {
     /// Routes, matched most specific first.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Backend-for-frontend: browser logins at an OpenID provider, with
+    /// server-side sessions (the `session` authenticator).
+    pub bff: Option<RawBff>,
+}
+
+/// `[bff]`: the gateway as an OpenID Connect relying party for browsers.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBff {
+    /// The OpenID provider's issuer (its discovery document is fetched).
+    pub issuer: String,
+    /// The gateway's client id at the provider.
+    pub client_id: String,
+    /// Environment variable holding the client secret (`client_secret_basic`);
+    /// without it the gateway is a public client (PKCE only).
+    pub client_secret_env: Option<String>,
+    /// The callback URL as registered at the provider: the browser-facing
+    /// origin of the gateway + `{path_prefix}/callback`.
+    pub redirect_uri: String,
+    /// Where the provider sends the browser after logout (registered there).
+    pub post_logout_redirect_uri: Option<String>,
+    /// Scopes asked for (default `openid profile email`).
+    pub scopes: Option<Vec<String>>,
+    /// RFC 8707 resources (audiences) for the access token.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Where the BFF endpoints live (default `/auth`).
+    pub path_prefix: Option<String>,
+    /// Session database (default `sqlite://bff-sessions.db`).
+    pub session_store: Option<String>,
+    /// Environment variable holding the base64 32-byte key that seals the
+    /// tokens in the session store.
+    pub session_key_env: Option<String>,
+    /// File holding that key (created if missing) when no env var is named.
+    pub session_key_file: Option<String>,
+    /// Idle timeout of a session (default 3600).
+    pub session_idle_secs: Option<u64>,
+    /// Absolute lifetime of a session (default 43200).
+    pub session_max_secs: Option<u64>,
+    /// Refresh the access token this long before it expires (default 30).
+    pub refresh_before_secs: Option<u64>,
+    /// Local path after a login without `return_to` (default `/`).
+    pub after_login: Option<String>,
 }
 
 /// Size limits.
@@ -258,6 +301,146 @@ pub struct Config {
     pub authenticators: HashMap<String, Authenticator>,
     /// Routes.
     pub routes: Vec<Route>,
+    /// The BFF.
+    pub bff: Option<BffConfig>,
+}
+
+/// The validated `[bff]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BffConfig {
+    /// Provider issuer.
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret, if confidential.
+    pub client_secret: Option<portcullis_core::Secret>,
+    /// Callback URL.
+    pub redirect_uri: String,
+    /// The browser-facing origin (`scheme://host[:port]` of `redirect_uri`).
+    pub origin: String,
+    /// Cookies are `Secure` and `__Host-` prefixed (an `https` origin).
+    pub secure_cookies: bool,
+    /// Post-logout redirect.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Resources.
+    pub resources: Vec<String>,
+    /// Endpoint prefix, no trailing slash.
+    pub path_prefix: String,
+    /// Session database URL.
+    pub session_store: String,
+    /// The sealing key (base64), if given by env.
+    pub session_key: Option<portcullis_core::Secret>,
+    /// The sealing key file.
+    pub session_key_file: Option<String>,
+    /// Idle timeout, seconds.
+    pub session_idle: u64,
+    /// Absolute lifetime, seconds.
+    pub session_max: u64,
+    /// Refresh margin, seconds.
+    pub refresh_before: u64,
+    /// Default landing path.
+    pub after_login: String,
+}
+
+impl RawBff {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<BffConfig, ConfigError> {
+        let url = |key: &str, v: &str| {
+            url::Url::parse(v)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| {
+                    err(
+                        format!("bff.{key}"),
+                        format!("expected an http(s) URL, got {v:?}"),
+                    )
+                })
+        };
+        url("issuer", &self.issuer)?;
+        if self.client_id.is_empty() {
+            return Err(err("bff.client_id", "must not be empty"));
+        }
+        let secret_from = |key: &str,
+                           var: &Option<String>|
+         -> Result<Option<portcullis_core::Secret>, ConfigError> {
+            match var {
+                None => Ok(None),
+                Some(v) => env(v)
+                    .map(portcullis_core::Secret::new)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        err(
+                            format!("bff.{key}"),
+                            format!("environment variable {v} is not set"),
+                        )
+                    }),
+            }
+        };
+        let client_secret = secret_from("client_secret_env", &self.client_secret_env)?;
+        let session_key = secret_from("session_key_env", &self.session_key_env)?;
+        let path_prefix = self.path_prefix.unwrap_or_else(|| "/auth".into());
+        let path_prefix = crate::pipeline::route::normalize(&path_prefix)
+            .map_err(|e| err("bff.path_prefix", e.to_string()))?
+            .trim_end_matches('/')
+            .to_owned();
+        if path_prefix.is_empty() {
+            return Err(err("bff.path_prefix", "must not be /"));
+        }
+        let redirect = url("redirect_uri", &self.redirect_uri)?;
+        if redirect.path() != format!("{path_prefix}/callback") || redirect.fragment().is_some() {
+            return Err(err(
+                "bff.redirect_uri",
+                format!("must be the gateway's origin + {path_prefix}/callback"),
+            ));
+        }
+        let origin = redirect.origin().ascii_serialization();
+        if let Some(p) = &self.post_logout_redirect_uri {
+            url("post_logout_redirect_uri", p)?;
+        }
+        let after_login = self.after_login.unwrap_or_else(|| "/".into());
+        if !crate::bff::is_local_path(&after_login) {
+            return Err(err(
+                "bff.after_login",
+                "must be a local path starting with /",
+            ));
+        }
+        let scopes = self
+            .scopes
+            .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(err("bff.scopes", "must include openid"));
+        }
+        let session_idle = self.session_idle_secs.unwrap_or(3600);
+        let session_max = self.session_max_secs.unwrap_or(43_200);
+        if session_idle == 0 || session_max < session_idle {
+            return Err(err(
+                "bff.session_idle_secs",
+                "must be at least 1 and at most session_max_secs",
+            ));
+        }
+        Ok(BffConfig {
+            issuer: self.issuer.trim_end_matches('/').to_owned(),
+            client_id: self.client_id,
+            client_secret,
+            secure_cookies: redirect.scheme() == "https",
+            redirect_uri: self.redirect_uri,
+            origin,
+            post_logout_redirect_uri: self.post_logout_redirect_uri,
+            scopes,
+            resources: self.resources,
+            path_prefix,
+            session_store: self
+                .session_store
+                .unwrap_or_else(|| "sqlite://bff-sessions.db".into()),
+            session_key,
+            session_key_file: self.session_key_file,
+            session_idle,
+            session_max,
+            refresh_before: self.refresh_before_secs.unwrap_or(30),
+            after_login,
+        })
+    }
 }
 
 /// A validated pool.
@@ -313,6 +496,8 @@ pub enum Authenticator {
         /// Algorithms.
         algorithms: Vec<jsonwebtoken::Algorithm>,
     },
+    /// The BFF's browser sessions (`[bff]`).
+    Session,
     /// RFC 7662 introspection of opaque tokens.
     Introspection {
         /// Endpoint.
@@ -500,6 +685,10 @@ impl RawConfig {
                     query: a.query,
                 },
                 "basic" => Authenticator::Basic,
+                "session" if self.bff.is_none() => {
+                    return Err(err(format!("{at}.type"), "session needs a [bff] section"));
+                }
+                "session" => Authenticator::Session,
                 "jwt" => {
                     let algorithms = a
                         .algorithms
@@ -540,7 +729,9 @@ impl RawConfig {
                 other => {
                     return Err(err(
                         format!("{at}.type"),
-                        format!("expected api_key, basic, jwt or introspection, got {other:?}"),
+                        format!(
+                            "expected api_key, basic, jwt, introspection or session, got {other:?}"
+                        ),
                     ));
                 }
             };
@@ -629,6 +820,20 @@ impl RawConfig {
                 forward_credentials: r.forward_credentials,
             });
         }
+        let bff = self.bff.map(|b| b.validate(env)).transpose()?;
+        if let Some(b) = &bff
+            && let Some(r) = routes.iter().find(|r| {
+                r.prefix == b.path_prefix || r.prefix.starts_with(&format!("{}/", b.path_prefix))
+            })
+        {
+            return Err(err(
+                "bff.path_prefix",
+                format!(
+                    "route {:?} lies under the BFF endpoints, which answer first",
+                    r.name
+                ),
+            ));
+        }
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         Ok(Config {
             listen,
@@ -652,6 +857,7 @@ impl RawConfig {
             consumers,
             authenticators,
             routes,
+            bff,
         })
     }
 }

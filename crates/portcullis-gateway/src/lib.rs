@@ -6,10 +6,12 @@
 //! credentials and identity headers, attach a short-lived internal token
 //! signed by the gateway) → proxy → log. Configuration is a TOML file
 //! ([`config`]) compiled into a [`runtime::Runtime`] that reload swaps
-//! atomically.
+//! atomically. With `[bff]`, the gateway is also a backend-for-frontend
+//! for browsers ([`bff`]).
 #![warn(missing_docs)]
 
 mod admin;
+pub mod bff;
 pub mod config;
 pub mod framing;
 pub mod pipeline;

@@ -2,6 +2,7 @@
 //! authenticators, limiters, pools, the internal-token minter. Replaced
 //! whole on reload.
 
+use crate::bff::{Bff, BffError};
 use crate::config::{Authenticator, Config, Route};
 use crate::pipeline::authn::{ApiKeyIndex, BasicIndex, Introspector, Method};
 use crate::pipeline::propagate::Minter;
@@ -25,6 +26,8 @@ pub struct CompiledRoute {
     pub limiter: Option<Arc<dyn Limiter>>,
     /// Pool.
     pub pool: Arc<Pool>,
+    /// Has the `session` authenticator: the `Cookie` header is not forwarded.
+    pub session: bool,
 }
 
 /// Everything a request needs.
@@ -39,6 +42,8 @@ pub struct Runtime {
     pub client: UpstreamClient,
     /// Internal-token minter.
     pub minter: Minter,
+    /// The BFF, with `[bff]`.
+    pub bff: Option<Arc<Bff>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -51,8 +56,22 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    /// Compiles `config`; starts JWKS clients and health checks.
-    pub async fn build(config: Config, key: Arc<SigningKey>, issuer: String) -> Self {
+    /// Compiles `config`; starts JWKS clients and health checks. The BFF
+    /// of `previous` is kept (sessions, locks, provider metadata) if its
+    /// configuration did not change.
+    pub async fn build(
+        config: Config,
+        key: Arc<SigningKey>,
+        issuer: String,
+        previous: Option<&Runtime>,
+    ) -> Result<Self, BffError> {
+        let bff = match &config.bff {
+            None => None,
+            Some(cfg) => match previous.and_then(|p| p.bff.as_ref()) {
+                Some(b) if b.config() == cfg => Some(b.clone()),
+                _ => Some(Bff::start(cfg.clone()).await?),
+            },
+        };
         let consumers: Vec<Arc<crate::config::Consumer>> =
             config.consumers.iter().cloned().map(Arc::new).collect();
         let mut api_keys: ApiKeyIndex = HashMap::new();
@@ -91,6 +110,11 @@ impl Runtime {
                         .algorithms(algorithms);
                     Method::Jwt(Validator::start(cfg).await)
                 }
+                Authenticator::Session => match &bff {
+                    Some(b) => Method::Session(b.clone()),
+                    // Validation refuses `session` without `[bff]`.
+                    None => continue,
+                },
                 Authenticator::Introspection {
                     endpoint,
                     client_id,
@@ -137,6 +161,10 @@ impl Runtime {
             let limiter = r
                 .rate_limit
                 .map(|(ps, burst, _)| Arc::new(LocalLimiter::new(ps, burst)) as Arc<dyn Limiter>);
+            let session = r
+                .auth
+                .iter()
+                .any(|a| matches!(config.authenticators.get(a), Some(Authenticator::Session)));
             let Some(pool) = pools.get(&r.upstream).cloned() else {
                 continue;
             };
@@ -148,18 +176,20 @@ impl Runtime {
                     api_key_query,
                     limiter,
                     pool,
+                    session,
                 },
             );
         }
         let client = client(config.connect_timeout, config.idle_timeout);
         let minter = Minter::new(key, issuer, config.internal_token_ttl);
-        Self {
+        Ok(Self {
             config,
             routes,
             compiled,
             client,
             minter,
+            bff,
             tasks,
-        }
+        })
     }
 }

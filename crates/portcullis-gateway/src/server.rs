@@ -56,6 +56,9 @@ pub enum GatewayError {
         /// Error.
         source: std::io::Error,
     },
+    /// The BFF (session store, sealing key).
+    #[error("{0}")]
+    Bff(crate::bff::BffError),
     /// The signing key file.
     #[error("signing key {file}: {message}")]
     Key {
@@ -160,7 +163,24 @@ impl RunningGateway {
                 return Err(e);
             }
         };
-        let rt = Runtime::build(config, self.key.clone(), self.issuer.clone()).await;
+        let previous = self.current.load_full();
+        let rt = match Runtime::build(
+            config,
+            self.key.clone(),
+            self.issuer.clone(),
+            Some(&previous),
+        )
+        .await
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                metrics::counter!("portcullis_gateway_reloads_total", "result" => "rejected")
+                    .increment(1);
+                tracing::error!(error = %e, "config reload refused; the running configuration stays");
+                return Err(GatewayError::Bff(e));
+            }
+        };
+        drop(previous);
         self.current.store(Arc::new(rt));
         metrics::counter!("portcullis_gateway_reloads_total", "result" => "applied").increment(1);
         tracing::info!(file = %path.display(), "configuration reloaded");
@@ -211,7 +231,9 @@ pub async fn start(
     let key = Arc::new(signing_key(config.signing_key_file.as_deref())?);
     let header_timeout = config.header_timeout;
     let max_header = config.max_header_bytes;
-    let rt = Runtime::build(config, key.clone(), issuer.clone()).await;
+    let rt = Runtime::build(config, key.clone(), issuer.clone(), None)
+        .await
+        .map_err(GatewayError::Bff)?;
     let current = Arc::new(ArcSwap::from_pointee(rt));
     let (tx, rx) = watch::channel(false);
 

@@ -36,7 +36,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod clients;
 pub mod config;
-pub mod crypto;
+pub use portcullis_core::crypto;
 pub mod grant;
 pub mod http;
 pub mod keys;

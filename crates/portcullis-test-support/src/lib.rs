@@ -3,6 +3,7 @@
 //! clock, run the real `portcullis` binary as a child process, and make the
 //! credentials tests need.
 
+pub mod browser;
 mod fake_issuer;
 pub use fake_issuer::{FakeIssuer, FakeState};
 

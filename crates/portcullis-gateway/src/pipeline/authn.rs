@@ -33,6 +33,9 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// Digest of the inbound credential (internal-token cache key).
     pub credential_digest: [u8; 32],
+    /// The `Authorization` to forward instead of an internal token: the
+    /// person's access token, for a BFF session.
+    pub bearer: Option<http::HeaderValue>,
 }
 
 /// Why authentication failed.
@@ -49,6 +52,8 @@ pub enum AuthnError {
     },
     /// A required dependency (JWKS, introspection) is unavailable: 503.
     Unavailable,
+    /// A BFF session's state-changing call without CSRF proof: 403.
+    Csrf,
 }
 
 /// API keys by digest.
@@ -80,6 +85,8 @@ pub enum Method {
     Jwt(Arc<Validator>),
     /// RFC 7662 introspection.
     Introspection(Arc<Introspector>),
+    /// A BFF browser session.
+    Session(Arc<crate::bff::Bff>),
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -103,6 +110,7 @@ fn consumer_identity(c: &Consumer, method: &'static str, digest: [u8; 32]) -> Id
         token_jti: None,
         expires_at: None,
         credential_digest: digest,
+        bearer: None,
     }
 }
 
@@ -146,7 +154,7 @@ impl Method {
         match self {
             Method::Jwt(_) | Method::Introspection(_) => Some("Bearer realm=\"portcullis\""),
             Method::Basic { .. } => Some("Basic realm=\"portcullis\", charset=\"UTF-8\""),
-            Method::ApiKey { .. } | Method::Anonymous => None,
+            Method::ApiKey { .. } | Method::Anonymous | Method::Session(_) => None,
         }
     }
 
@@ -167,6 +175,7 @@ impl Method {
                 token_jti: None,
                 expires_at: None,
                 credential_digest: [0; 32],
+                bearer: None,
             })),
             Method::ApiKey {
                 header,
@@ -248,6 +257,7 @@ impl Method {
                         token_jti: Some(p.token_id.clone()),
                         expires_at: Some(p.expires_at),
                         credential_digest: sha256(&[token.as_bytes()]),
+                        bearer: None,
                     })),
                     Err(AuthError::Unavailable(_)) => Err(AuthnError::Unavailable),
                     Err(e) => Err(AuthnError::Invalid {
@@ -262,6 +272,7 @@ impl Method {
                 };
                 i.introspect(token, now).await.map(Some)
             }
+            Method::Session(bff) => bff.authenticate(parts).await,
         }
     }
 }
@@ -371,6 +382,7 @@ impl Introspector {
             token_jti: v["jti"].as_str().map(str::to_owned),
             expires_at: exp,
             credential_digest: sha256(&[token.as_bytes()]),
+            bearer: None,
         };
         let ttl = exp.map_or(self.cache_ttl, |e| {
             self.cache_ttl

@@ -61,6 +61,12 @@ async fn run(
     // 1. Normalize and match.
     let path = route::normalize(parts.uri.path()).map_err(|_| Reject::BadPath)?;
     log.path = path.clone();
+    if let Some(bff) = &rt.bff
+        && bff.owns(&path)
+    {
+        log.route = "bff".into();
+        return Ok(bff.endpoint(&parts, &path).await);
+    }
     let host = parts
         .headers
         .get(http::header::HOST)
@@ -88,14 +94,20 @@ async fn run(
     let limit = rate_limit(c, &who, client_ip)?;
 
     // 5. Propagate identity.
-    let token = match r.forward_credentials {
-        true => None,
-        false => Some(
+    let token = match (&who.bearer, r.forward_credentials) {
+        // A BFF session forwards the person's access token.
+        (Some(bearer), _) => Some(bearer.clone()),
+        (None, true) => None,
+        (None, false) => Some(
             rt.minter
                 .token(&who, &c.pool.name, now())
                 .ok_or(Reject::Internal)?,
         ),
     };
+    if c.session {
+        // The browser's cookies are for the gateway, never for upstreams.
+        parts.headers.remove(http::header::COOKIE);
+    }
     propagate::rewrite(
         &mut parts.headers,
         &rt.config.identity_headers,
@@ -155,6 +167,7 @@ async fn authenticate(c: &CompiledRoute, parts: &http::request::Parts) -> Result
             Ok(Some(who)) => return Ok(who),
             Ok(None) => continue,
             Err(AuthnError::Unavailable) => return Err(Reject::AuthUnavailable),
+            Err(AuthnError::Csrf) => return Err(Reject::Csrf),
             Err(e) => return Err(Reject::Unauthenticated(e, challenges(c))),
         }
     }

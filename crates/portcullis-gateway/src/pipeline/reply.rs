@@ -31,6 +31,8 @@ pub enum Reject {
     AuthUnavailable,
     /// 403.
     Forbidden(Denied),
+    /// 403: a BFF session's state-changing call without CSRF proof.
+    Csrf,
     /// 429.
     RateLimited {
         /// Burst limit.
@@ -118,7 +120,7 @@ impl Reject {
                         scheme,
                         description,
                     } => (description.clone(), Some(*scheme)),
-                    AuthnError::Unavailable => ("unavailable".to_owned(), None),
+                    AuthnError::Unavailable | AuthnError::Csrf => ("unavailable".to_owned(), None),
                 };
                 let mut r = json_body(
                     StatusCode::UNAUTHORIZED,
@@ -152,6 +154,7 @@ impl Reject {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 r
             }
+            Reject::Csrf => crate::bff::csrf_refused(),
             Reject::Forbidden(d) => {
                 let (what, list) = match &d {
                     Denied::Scopes(s) => ("scope", s.clone()),

@@ -8,7 +8,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use portcullis_test_support::TestIam;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const SPA_CB: &str = "https://spa.example/cb";
@@ -17,97 +16,7 @@ pub const WEB_CB: &str = "https://web.example/cb";
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-/// One page load: status, `Location`, headers, body.
-pub struct Page {
-    pub status: u16,
-    pub location: Option<String>,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: String,
-}
-
-impl Page {
-    /// The value of a hidden form field.
-    pub fn field(&self, name: &str) -> String {
-        let marker = format!(r#"name="{name}" value=""#);
-        let start = self
-            .body
-            .find(&marker)
-            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
-            + marker.len();
-        let end = self.body[start..].find('"').unwrap();
-        self.body[start..start + end].to_owned()
-    }
-
-    /// The query parameters of the redirect.
-    pub fn query(&self) -> HashMap<String, String> {
-        let loc = self
-            .location
-            .as_deref()
-            .unwrap_or_else(|| panic!("no redirect: {}", self.body));
-        let url = url::Url::parse(loc).unwrap();
-        url.query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
-}
-
-/// A browser: keeps cookies, follows nothing.
-pub struct Browser {
-    pub http: reqwest::Client,
-    pub cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    pub fn new() -> Self {
-        Self {
-            http: portcullis_test_support::http_client(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    async fn send(&mut self, r: reqwest::RequestBuilder) -> Page {
-        let jar: Vec<String> = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let r = if jar.is_empty() {
-            r
-        } else {
-            r.header("cookie", jar.join("; "))
-        };
-        let resp = r.send().await.unwrap();
-        for c in resp.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
-            let (k, v) = kv.split_once('=').unwrap();
-            if v.is_empty() || c.contains("Max-Age=0") {
-                self.cookies.remove(k);
-            } else {
-                self.cookies.insert(k.to_owned(), v.to_owned());
-            }
-        }
-        Page {
-            status: resp.status().as_u16(),
-            location: resp
-                .headers()
-                .get("location")
-                .map(|v| v.to_str().unwrap().to_owned()),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    pub async fn get(&mut self, url: &str) -> Page {
-        let r = self.http.get(url);
-        self.send(r).await
-    }
-
-    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
-        let r = self.http.post(url).form(form);
-        self.send(r).await
-    }
-}
+pub use portcullis_test_support::browser::{Browser, Page};
 
 /// An IAM server with user alice, a public first-party SPA and a
 /// confidential third-party web app (returns the web app's secret).
@@ -179,18 +88,7 @@ pub fn authorize_url(
 
 /// Signs in on a sign-in page.
 pub async fn sign_in(iam: &TestIam, b: &mut Browser, page: &Page, user: &str, pw: &str) -> Page {
-    assert_eq!(page.status, 200, "{}", page.body);
-    let (request, csrf) = (page.field("request"), page.field("csrf"));
-    b.post(
-        &iam.url("/oauth2/login"),
-        &[
-            ("request", &request),
-            ("csrf", &csrf),
-            ("username", user),
-            ("password", pw),
-        ],
-    )
-    .await
+    b.sign_in(&iam.url("/oauth2/login"), page, user, pw).await
 }
 
 /// Runs the SPA's flow to a code.

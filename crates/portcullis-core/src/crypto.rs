@@ -6,13 +6,13 @@
 //! keyed digest is as strong as a password hash for them and costs
 //! microseconds instead of milliseconds (DESIGN.md, performance principles).
 
+use crate::Secret;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use portcullis_core::Secret;
 use subtle::ConstantTimeEq;
 
 /// Why crypto at rest failed.
