@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the interop test dependencies: a Python venv at python/.venv with
-# python/requirements.txt, and node/node_modules from node/package-lock.json.
+# python/requirements.txt, node/node_modules from node/package-lock.json, and
+# Debian's chromium for the headless browser test (apt, when run as root and
+# /usr/bin/chromium or $CHROMIUM is missing).
 # Idempotent (skips a part whose pin file has not changed since its last
 # install), quiet on success, non-zero with the tool's output on failure.
 set -euo pipefail
@@ -40,4 +42,11 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) >"$log" 2>&1 \
     || fail "npm ci failed"
   echo "$want" >"$stamp"
+fi
+
+# ---- Chromium (headless browser test) ------------------------------------
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$chromium" ]] && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+    >"$log" 2>&1 || fail "apt-get install chromium failed"
 fi

@@ -262,7 +262,11 @@ async fn racing_callers_create_one_first_key_per_chain() {
         .await
         .unwrap();
     assert!(ring.snapshot().signer_for(Rs256, clock.now()).is_none());
-    assert_eq!(published(&ring).len(), 1, "only the access-token key so far");
+    assert_eq!(
+        published(&ring).len(),
+        1,
+        "only the access-token key so far"
+    );
 
     let (a, b, c) = tokio::join!(
         ring.ensure_chains(),

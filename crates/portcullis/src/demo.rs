@@ -1,6 +1,7 @@
-//! The demo service `portcullis dev` runs behind the gateway: it accepts
-//! only the gateway's internal tokens (validated with the service library)
-//! and shows who called.
+//! The demo service `portcullis dev` runs behind the gateway: `/whoami`
+//! accepts only the gateway's internal tokens (validated with the service
+//! library) and shows who called; the demo web app (`/`, `/api/me`) is served
+//! through the gateway's BFF and sees the person's access token.
 
 use axum::Router;
 use axum::extract::Query;
@@ -60,6 +61,71 @@ fn callback_page(login: &DemoLogin, redirect_uri: &str, q: &HashMap<String, Stri
     resp
 }
 
+/// A static asset of the demo web app, with a CSP that allows only this
+/// origin's scripts and styles.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self' http: https:",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// The demo web app the gateway's BFF serves: `/` and its assets (public),
+/// and `/api/me`, which takes the person's access token from the IAM server
+/// (audience `orders-api`, validated with the service library) and shows
+/// what it says.
+async fn web_app(iam_issuer: &str) -> Router {
+    let validator = Validator::start(ValidatorConfig::new(iam_issuer, "orders-api")).await;
+    let me = |Authenticated(p): Authenticated| async move {
+        axum::Json(serde_json::json!({
+            "service": "demo-api",
+            "subject": p.subject,
+            "client_id": p.client_id,
+            "scopes": p.scopes,
+            "token_id": p.token_id,
+            "token_expires_at": p.expires_at,
+            "token_issuer": p.claims.iss,
+        }))
+    };
+    let api = Router::new()
+        .route("/api/me", get(me).post(me))
+        .layer(BearerAuth::new(validator, "orders-api"));
+    Router::new()
+        .route(
+            "/",
+            get(|| async {
+                asset(
+                    include_str!("../assets/app.html"),
+                    "text/html; charset=utf-8",
+                )
+            }),
+        )
+        .route(
+            "/app.js",
+            get(|| async {
+                asset(
+                    include_str!("../assets/app.js"),
+                    "text/javascript; charset=utf-8",
+                )
+            }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset(include_str!("../assets/app.css"), "text/css; charset=utf-8") }),
+        )
+        .merge(api)
+}
+
 /// Serves `whoami` on `listener`, trusting internal tokens from
 /// `gateway_issuer`, and, with `login`, the `/callback` page of the
 /// browser-login demo.
@@ -91,6 +157,9 @@ pub async fn start_whoami(
         .layer(BearerAuth::new(validator, "whoami"));
     let bound = listener.local_addr()?;
     let mut open = Router::new().route("/healthz", get(|| async { "ok" }));
+    if let Some(login) = &login {
+        open = open.merge(web_app(&login.issuer).await);
+    }
     if let Some(login) = login {
         let login = Arc::new(login);
         let redirect_uri = format!("http://{bound}/callback");

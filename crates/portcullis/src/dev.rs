@@ -14,6 +14,10 @@ const DEMO_CLIENT: &str = "demo-service";
 const DEMO_WEB_CLIENT: &str = "demo-web";
 /// The demo user.
 const DEMO_USER: &str = "alice";
+/// The gateway's BFF at the IAM server: a confidential first-party client.
+const DEMO_BFF_CLIENT: &str = "demo-bff";
+/// How the gateway config names the env var of the BFF's client secret.
+const BFF_SECRET_VAR: &str = "PORTCULLIS_DEV_BFF_CLIENT_SECRET";
 
 /// Reads a secret file, or creates it with `make()` (mode 0600).
 fn secret_file(
@@ -53,6 +57,10 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         Ok(format!("pcs_{}", random_token(32)?))
     })?;
     let user_password = secret_file(&dir.join("demo-user-password"), || Ok(random_token(12)?))?;
+    let bff_secret = secret_file(&dir.join("demo-bff-client-secret"), || {
+        Ok(format!("pcs_{}", random_token(32)?))
+    })?;
+    let gw_origin = format!("http://{}", args.gateway_listen);
     let db = dir.join("portcullis.db");
     let raw = RawConfig {
         mode: Some("development".into()),
@@ -82,6 +90,25 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
                 grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
                 // Loopback: any port of the demo service's /callback.
                 redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                allowed_scopes: vec![
+                    "openid".into(),
+                    "profile".into(),
+                    "email".into(),
+                    "orders:read".into(),
+                ],
+                default_scopes: vec!["openid".into()],
+                allowed_audiences: vec!["orders-api".into()],
+                default_audiences: vec!["orders-api".into()],
+                ..Default::default()
+            },
+            RawClient {
+                id: DEMO_BFF_CLIENT.into(),
+                name: Some("Demo app (the gateway's BFF)".into()),
+                secret: Some(bff_secret.clone()),
+                first_party: true,
+                grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
+                redirect_uris: vec![format!("{gw_origin}/auth/callback")],
+                post_logout_redirect_uris: vec![format!("{gw_origin}/")],
                 allowed_scopes: vec![
                     "openid".into(),
                     "profile".into(),
@@ -156,7 +183,15 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
             .append_pair("code_challenge_method", "S256");
         format!("{issuer}/oauth2/authorize?{}", q.finish())
     };
-    let gw_config = gateway_config(&args, &api_key, demo, server.public_addr, &issuer, dir)?;
+    let gw_config = gateway_config(
+        &args,
+        &api_key,
+        demo,
+        server.public_addr,
+        &issuer,
+        dir,
+        &bff_secret,
+    )?;
     let gateway = portcullis_gateway::start(gw_config, None, std::sync::Arc::new(|_| {}))
         .await
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("starting the gateway: {e}")))?;
@@ -184,6 +219,8 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         ),
         String::new(),
         format!("  demo user     {DEMO_USER} / {user_password}"),
+        String::new(),
+        format!("Open the demo app (the gateway's BFF signs you in):  {gw}/"),
         String::new(),
         "Sign in as that user (authorization code + PKCE); open in a browser:".into(),
         String::new(),
@@ -216,7 +253,8 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
 
 /// The gateway of development mode: `/whoami` (API key or IAM bearer token,
 /// scope `orders:read`) in front of the demo service, `/iam/…` in front of
-/// the IAM server.
+/// the IAM server, and the BFF: the demo web app at `/` (public), its API at
+/// `/api` (browser session), `/auth/…` (login, callback, session, logout).
 fn gateway_config(
     args: &DevArgs,
     api_key: &str,
@@ -224,6 +262,7 @@ fn gateway_config(
     iam: std::net::SocketAddr,
     issuer: &str,
     dir: &Path,
+    bff_secret: &str,
 ) -> Result<portcullis_gateway::config::Config, Failure> {
     use portcullis_gateway::config::*;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, api_key.as_bytes());
@@ -267,6 +306,11 @@ fn gateway_config(
                 audience: Some("gateway".into()),
                 ..Default::default()
             },
+            RawAuthenticator {
+                name: "browser".into(),
+                kind: "session".into(),
+                ..Default::default()
+            },
         ],
         routes: vec![
             RawRoute {
@@ -275,6 +319,21 @@ fn gateway_config(
                 upstream: "whoami".into(),
                 auth: vec!["keys".into(), "iam".into()],
                 require_scopes: vec!["orders:read".into()],
+                ..Default::default()
+            },
+            RawRoute {
+                name: "demo-api".into(),
+                path_prefix: "/api".into(),
+                upstream: "whoami".into(),
+                auth: vec!["browser".into()],
+                require_scopes: vec!["orders:read".into()],
+                ..Default::default()
+            },
+            RawRoute {
+                name: "demo-app".into(),
+                path_prefix: "/".into(),
+                upstream: "whoami".into(),
+                auth: vec!["anonymous".into()],
                 ..Default::default()
             },
             RawRoute {
@@ -287,8 +346,28 @@ fn gateway_config(
                 ..Default::default()
             },
         ],
+        bff: Some(RawBff {
+            issuer: issuer.to_owned(),
+            client_id: DEMO_BFF_CLIENT.into(),
+            client_secret_env: Some(BFF_SECRET_VAR.into()),
+            redirect_uri: format!("http://{}/auth/callback", args.gateway_listen),
+            post_logout_redirect_uri: Some(format!("http://{}/", args.gateway_listen)),
+            scopes: Some(vec![
+                "openid".into(),
+                "profile".into(),
+                "email".into(),
+                "orders:read".into(),
+            ]),
+            resources: vec!["orders-api".into()],
+            session_store: Some(format!(
+                "sqlite://{}",
+                dir.join("bff-sessions.db").display()
+            )),
+            session_key_file: Some(dir.join("bff-session.key").display().to_string()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    raw.validate(&|_| None)
+    raw.validate(&|v| (v == BFF_SECRET_VAR).then(|| bff_secret.to_owned()))
         .map_err(|e| Failure::Config(format!("dev gateway: {e}")))
 }

@@ -172,10 +172,9 @@ fn banner(child: &mut std::process::Child) -> String {
         .expect("dev banner printed")
 }
 
-#[tokio::test]
-async fn dev_mode_prints_working_credentials_and_keeps_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join(".portcullis");
+/// `portcullis dev` on free ports: the IAM public port, the gateway port,
+/// and a function that starts it (again) on those ports with `data`.
+fn dev_on_free_ports(data: &std::path::Path) -> (u16, u16, impl Fn() -> std::process::Child) {
     let (p, a, g, ga, d) = (
         free_port(),
         free_port(),
@@ -183,7 +182,8 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
         free_port(),
         free_port(),
     );
-    let start = || {
+    let data = data.to_owned();
+    let start = move || {
         Command::new(BIN)
             .args(["--log", "warn", "dev", "--data-dir", data.to_str().unwrap()])
             .args([
@@ -204,6 +204,14 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
             .spawn()
             .unwrap()
     };
+    (p, g, start)
+}
+
+#[tokio::test]
+async fn dev_mode_prints_working_credentials_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".portcullis");
+    let (p, g, start) = dev_on_free_ports(&data);
     let t0 = Instant::now();
     let mut child = KillOnDrop(start());
     let text = banner(&mut child.0);
@@ -314,6 +322,85 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
             .mode();
         assert_eq!(mode & 0o077, 0, "secrets are private to the user");
     }
+}
+
+/// The demo app of `portcullis dev` in headless Chromium (Debian's, driven
+/// by playwright-core from `interop/node`): sign in through the gateway's BFF
+/// on the IAM sign-in page, call the API, survive an access-token refresh,
+/// sign out (gone at the BFF and the IAM server). With
+/// `PORTCULLIS_SCREENSHOTS=1` it also refreshes `docs/bff-login-page.png`.
+#[tokio::test]
+async fn dev_mode_demo_app_works_in_headless_chromium() {
+    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/node");
+    let driver = interop.join("node_modules/playwright-core");
+    assert!(
+        driver.exists(),
+        "playwright-core is missing ({}): run `bash interop/install.sh` or `./scripts/test.sh`",
+        driver.display()
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "Chromium is missing ({chromium}): `apt-get install chromium` (Debian), or set CHROMIUM; \
+         `bash interop/install.sh` installs it when run as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".portcullis");
+    let (_, g, start) = dev_on_free_ports(&data);
+    let mut child = KillOnDrop(start());
+    let text = banner(&mut child.0);
+    let (user, password) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("demo user     "))
+        .and_then(|l| l.split_once(" / "))
+        .expect("demo user printed");
+    // Access tokens of 32 s, refreshed 30 s before they expire: due after 2 s.
+    let admin_url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("admin API     "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("admin API printed")
+        .to_owned();
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let r = http_client()
+        .patch(format!("{admin_url}/admin/clients/demo-bff"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"access_token_ttl_secs": 32}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut args = vec![
+        interop.join("test-bff-browser.mjs").display().to_string(),
+        format!("http://127.0.0.1:{g}"),
+        user.to_owned(),
+        password.to_owned(),
+        "3000".to_owned(),
+    ];
+    if std::env::var_os("PORTCULLIS_SCREENSHOTS").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        args.push(docs.join("bff-login-page.png").display().to_string());
+    }
+    let out = tokio::process::Command::new("node")
+        .args(&args)
+        .current_dir(&interop)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the browser test finished within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "headless Chromium run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok - sign in, call the API"), "{stdout}");
+    drop(child);
 }
 
 /// The browser-login demo of the banner: the printed authorization URL, a
