@@ -82,6 +82,11 @@ pub fn consent_given(user_id: &str, client_id: &str, scope: &str) {
     tracing::info!(target: TARGET, event = "consent_given", user_id, client_id, scope);
 }
 
+/// A user's consent to a client was withdrawn (and its grants revoked).
+pub fn consent_revoked(user_id: &str, client_id: &str, actor: &str) {
+    tracing::info!(target: TARGET, event = "consent_revoked", user_id, client_id, actor);
+}
+
 /// An SSO session ended (RP-initiated logout).
 pub fn logout(user_id: &str, sid: &str, client_id: &str) {
     tracing::info!(target: TARGET, event = "logout", user_id, sid, client_id);

@@ -425,3 +425,121 @@ async fn unreadable_form_posts_get_an_html_error_page_not_json() {
         assert!(!html.contains("<script>"), "{html}");
     }
 }
+
+#[tokio::test]
+async fn consent_is_remembered_within_the_approved_scopes_and_can_be_withdrawn() {
+    let iam = TestIam::start().await;
+    let secret = setup(&iam).await;
+    let mut b = Browser::new();
+    async fn allow(iam: &TestIam, b: &mut Browser, page: Page) -> Page {
+        let (request, csrf) = (page.field("request"), page.field("csrf"));
+        let form = [
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", "allow"),
+        ];
+        b.post(&iam.url("/oauth2/consent"), &form).await
+    }
+    // First approval: openid only.
+    let page = b
+        .get(&authorize_url(&iam, "web", WEB_CB, &[("scope", "openid")]))
+        .await;
+    let page = sign_in(&iam, &mut b, &page, "alice", PASSWORD).await;
+    assert_eq!(page.status, 200, "a consent page");
+    let done = allow(&iam, &mut b, page).await;
+    assert!(done.query().contains_key("code"));
+
+    // Within what was approved: no page, also with prompt=none.
+    let again = b
+        .get(&authorize_url(&iam, "web", WEB_CB, &[("scope", "openid")]))
+        .await;
+    assert_eq!(again.status, 302, "{}", again.body);
+    assert!(again.query().contains_key("code"));
+    let quiet = b
+        .get(&authorize_url(
+            &iam,
+            "web",
+            WEB_CB,
+            &[("scope", "openid"), ("prompt", "none")],
+        ))
+        .await;
+    assert!(quiet.query().contains_key("code"), "{:?}", quiet.location);
+
+    // A wider request asks again; the approval then covers both.
+    let wider = b.get(&authorize_url(&iam, "web", WEB_CB, &[])).await;
+    assert_eq!(wider.status, 200, "profile was never approved");
+    let done = allow(&iam, &mut b, wider).await;
+    let code = done.query()["code"].clone();
+    let (status, tokens) = redeem_as_web(&iam, &secret, &code, WEB_CB).await;
+    assert_eq!(status, 200, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let within = b
+        .get(&authorize_url(
+            &iam,
+            "web",
+            WEB_CB,
+            &[("scope", "profile openid")],
+        ))
+        .await;
+    assert_eq!(within.status, 302);
+    // prompt=consent asks even so.
+    let forced = b
+        .get(&authorize_url(
+            &iam,
+            "web",
+            WEB_CB,
+            &[("prompt", "consent")],
+        ))
+        .await;
+    assert_eq!(forced.status, 200);
+    assert!(forced.body.contains("decision"));
+
+    // The admin API lists it, and withdrawing it revokes the client's tokens.
+    let r = iam
+        .admin_call(reqwest::Method::GET, "/admin/users/alice/consents", None)
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["consents"][0]["client_id"], "web");
+    assert_eq!(v["consents"][0]["scope"], "openid profile");
+    let r = iam
+        .admin_call(
+            reqwest::Method::DELETE,
+            "/admin/users/alice/consents/web",
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let (status, e) = token(
+        &iam,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", "web"),
+        ],
+    )
+    .await;
+    assert!(status == 400 || status == 401, "{status} {e}");
+    let r = iam
+        .http
+        .post(iam.token_url())
+        .basic_auth("web", Some(&secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_grant");
+    let page = b
+        .get(&authorize_url(&iam, "web", WEB_CB, &[("scope", "openid")]))
+        .await;
+    assert_eq!(page.status, 200, "asked again after withdrawal");
+    let r = iam
+        .admin_call(
+            reqwest::Method::DELETE,
+            "/admin/users/alice/consents/web",
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+}

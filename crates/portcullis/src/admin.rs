@@ -517,6 +517,36 @@ pub async fn users(args: AdminArgs, cmd: UsersCommand) -> Result<(), Failure> {
                 println!("password set for {user}")
             });
         }
+        UsersCommand::Consents { user } => {
+            let v = admin
+                .call(Method::GET, &user_path(&user, "/consents")?, None)
+                .await?;
+            emit(out, &v, |v| {
+                table_of(v, "consents", &["CLIENT", "SCOPE", "GRANTED_AT"], |c| {
+                    vec![
+                        c["client_id"].as_str().unwrap_or("").into(),
+                        c["scope"].as_str().unwrap_or("").into(),
+                        c["granted_at"].to_string(),
+                    ]
+                })
+            });
+        }
+        UsersCommand::RevokeConsent { user, client } => {
+            if client.is_empty()
+                || !client
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+            {
+                return Err(Failure::Config(format!("{client:?} is not a client id")));
+            }
+            let path = user_path(&user, &format!("/consents/{client}"))?;
+            admin.call(Method::DELETE, &path, None).await?;
+            emit(
+                out,
+                &json!({ "consent_revoked": { "user": user, "client": client } }),
+                |_| println!("consent of {user} to {client} withdrawn; its tokens are revoked"),
+            );
+        }
     }
     Ok(())
 }

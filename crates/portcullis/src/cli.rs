@@ -381,6 +381,19 @@ pub enum UsersCommand {
         /// User id (u_…) or username.
         user: String,
     },
+    /// List what a user approved for third-party clients.
+    Consents {
+        /// User id (u_…) or username.
+        user: String,
+    },
+    /// Withdraw a user's consent to a client; also revokes the user's
+    /// refresh and access tokens of that client.
+    RevokeConsent {
+        /// User id (u_…) or username.
+        user: String,
+        /// Client id.
+        client: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

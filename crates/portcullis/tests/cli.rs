@@ -611,6 +611,16 @@ async fn users_commands() {
     let (code, _, _) = cli(&iam, &["users", "show", "a/b"]);
     assert_eq!(code, 2);
 
+    // Consents: none yet; withdrawing one that does not exist is a 404.
+    let (code, out, _) = cli(&iam, &["users", "consents", "alice", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["consents"], serde_json::json!([]));
+    let (code, _, err) = cli(&iam, &["users", "revoke-consent", "alice", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = cli(&iam, &["users", "revoke-consent", "alice", "../x"]);
+    assert_eq!(code, 2, "{err}");
+
     let (code, _, _) = cli(&iam, &["users", "delete", "alice"]);
     assert_eq!(code, 0);
     let (code, _, err) = cli(&iam, &["users", "show", "alice"]);

@@ -335,6 +335,44 @@ async fn set_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `GET /admin/users/{user}/consents`: what the user approved for
+/// third-party clients.
+async fn list_consents(
+    State(s): State<SharedState>,
+    Path(user): Path<String>,
+) -> Result<Response, AdminError> {
+    let id = find_user(&s, &user).await?.id;
+    let list = s
+        .store
+        .list_consents(id.as_str())
+        .await
+        .map_err(UserError::from)?;
+    Ok(Json(json!({ "consents": list })).into_response())
+}
+
+/// `DELETE /admin/users/{user}/consents/{client}`: withdraws the approval
+/// and revokes the user's grants (refresh and access tokens) to the client.
+async fn revoke_consent(
+    State(s): State<SharedState>,
+    Path((user, client)): Path<(String, String)>,
+) -> Result<Response, AdminError> {
+    let id = find_user(&s, &user).await?.id;
+    if s.store
+        .revoke_consent(id.as_str(), &client, s.clock.now())
+        .await
+        .map_err(UserError::from)?
+    {
+        crate::audit::consent_revoked(id.as_str(), &client, ACTOR);
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(AdminError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this user has no consent for this client".into(),
+        ))
+    }
+}
+
 /// The admin routes, behind the admin-token check.
 pub fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
@@ -352,5 +390,10 @@ pub fn router(state: SharedState) -> Router<SharedState> {
             get(show_user).patch(update_user).delete(delete_user),
         )
         .route("/admin/users/{user}/password", post(set_password))
+        .route("/admin/users/{user}/consents", get(list_consents))
+        .route(
+            "/admin/users/{user}/consents/{client}",
+            axum::routing::delete(revoke_consent),
+        )
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

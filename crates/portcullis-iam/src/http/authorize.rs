@@ -337,8 +337,17 @@ async fn proceed(
     };
     match session {
         Some((sess, user)) if p.accepts_auth_time(sess.auth_time) => {
-            if client.login.first_party && !p.prompt_consent {
-                return issue_code(s, p, &sess, status).await;
+            if !p.prompt_consent {
+                // First-party clients need no consent; a third-party one
+                // needs an approval that covers the requested scopes.
+                let approved = client.login.first_party
+                    || match s.store.consent(user.id.as_str(), &p.client_id).await {
+                        Ok(c) => c.is_some_and(|c| c.covers(&p.scope)),
+                        Err(e) => return unavailable(&e),
+                    };
+                if approved {
+                    return issue_code(s, p, &sess, status).await;
+                }
             }
             if p.prompt_none {
                 return client_error(
@@ -569,6 +578,28 @@ pub async fn consent(State(s): State<SharedState>, PageForm(form, headers): Page
     };
     match form.get("decision") {
         Some("allow") => {
+            // Remembered, with what was approved before: the next request
+            // within these scopes skips the page.
+            let before = match s.store.consent(user.id.as_str(), &p.client_id).await {
+                Ok(c) => c.map(|c| c.scope).unwrap_or_default(),
+                Err(e) => return unavailable(&e),
+            };
+            let mut scopes: Vec<&str> = before
+                .split(' ')
+                .chain(p.scope.split(' '))
+                .filter(|v| !v.is_empty())
+                .collect();
+            scopes.sort_unstable();
+            scopes.dedup();
+            let consent = crate::store::Consent {
+                user_id: user.id.to_string(),
+                client_id: p.client_id.clone(),
+                scope: scopes.join(" "),
+                granted_at: s.clock.now(),
+            };
+            if let Err(e) = s.store.save_consent(&consent).await {
+                return unavailable(&e);
+            }
             crate::audit::consent_given(user.id.as_str(), &p.client_id, &p.scope);
             issue_code(&s, &p, &sess, StatusCode::SEE_OTHER).await
         }

@@ -18,6 +18,29 @@ pub struct LoginSession {
     pub expires_at: UnixTime,
 }
 
+/// Scopes a user approved for a third-party client.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Consent {
+    /// The user.
+    pub user_id: String,
+    /// The client.
+    pub client_id: String,
+    /// Approved scopes (space-separated).
+    pub scope: String,
+    /// When last approved.
+    pub granted_at: UnixTime,
+}
+
+impl Consent {
+    /// Whether every scope of `scope` was approved.
+    pub fn covers(&self, scope: &str) -> bool {
+        scope
+            .split(' ')
+            .filter(|v| !v.is_empty())
+            .all(|v| self.scope.split(' ').any(|g| g == v))
+    }
+}
+
 /// An authorization code and what it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthCode {

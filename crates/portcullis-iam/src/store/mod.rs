@@ -7,7 +7,7 @@ mod login;
 mod sqlite;
 mod sqlite_login;
 
-pub use login::{AuthCode, Grant, Issuance, LoginSession, RefreshOutcome};
+pub use login::{AuthCode, Consent, Grant, Issuance, LoginSession, RefreshOutcome};
 pub use sqlite::SqliteStore;
 
 use crate::model::{Client, KeyRecord, Revocation, RevocationKind, User, UserId, Username};
@@ -206,6 +206,21 @@ pub trait Store: Send + Sync + 'static {
     async fn refresh_grant(&self, digest: &[u8]) -> Result<Option<Grant>, StoreError>;
     /// Revokes one grant and every access token issued under it.
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> Result<bool, StoreError>;
+
+    /// What `user_id` approved for `client_id`, if anything.
+    async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<Consent>, StoreError>;
+    /// Records an approval, replacing the one stored.
+    async fn save_consent(&self, consent: &Consent) -> Result<(), StoreError>;
+    /// A user's approvals.
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<Consent>, StoreError>;
+    /// Withdraws an approval and revokes the user's grants to that client
+    /// (and their access tokens). False if there was no approval.
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
 
     /// Counts a failed sign-in for `key`, forgetting failures older than
     /// `window` seconds; returns the count including this one.

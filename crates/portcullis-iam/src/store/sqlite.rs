@@ -2,7 +2,8 @@
 
 use super::sqlite_login as login;
 use super::{
-    AuthCode, Grant, Issuance, LoginSession, NewRevocation, RefreshOutcome, Store, StoreError,
+    AuthCode, Consent, Grant, Issuance, LoginSession, NewRevocation, RefreshOutcome, Store,
+    StoreError,
 };
 use crate::model::{
     Client, Credential, GrantType, KeyRecord, LoginSettings, Revocation, RevocationKind, User,
@@ -599,6 +600,27 @@ impl Store for SqliteStore {
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         login::clear_login_failures(&self.pool, key).await
+    }
+
+    async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<Consent>, StoreError> {
+        login::consent(&self.pool, user_id, client_id).await
+    }
+
+    async fn save_consent(&self, consent: &Consent) -> Result<(), StoreError> {
+        login::save_consent(&self.pool, consent).await
+    }
+
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<Consent>, StoreError> {
+        login::list_consents(&self.pool, user_id).await
+    }
+
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        login::revoke_consent(&self.pool, user_id, client_id, now).await
     }
 }
 

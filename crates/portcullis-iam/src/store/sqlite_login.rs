@@ -4,7 +4,7 @@
 //! transaction that records what is issued.
 
 use super::StoreError;
-use super::login::{AuthCode, Grant, Issuance, LoginSession, RefreshOutcome};
+use super::login::{AuthCode, Consent, Grant, Issuance, LoginSession, RefreshOutcome};
 use super::sqlite::{i, json_list, u};
 use portcullis_core::UnixTime;
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -465,6 +465,81 @@ pub(super) async fn purge_expired(pool: &SqlitePool, now: UnixTime) -> Result<u6
             .rows_affected();
     }
     Ok(n)
+}
+
+fn consent_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Consent, StoreError> {
+    Ok(Consent {
+        user_id: row.try_get("user_id")?,
+        client_id: row.try_get("client_id")?,
+        scope: row.try_get("scope")?,
+        granted_at: u(row.try_get("granted_at")?),
+    })
+}
+
+pub(super) async fn consent(
+    pool: &SqlitePool,
+    user_id: &str,
+    client_id: &str,
+) -> Result<Option<Consent>, StoreError> {
+    let row = sqlx::query("SELECT * FROM consents WHERE user_id = ? AND client_id = ?")
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(consent_from_row).transpose()
+}
+
+pub(super) async fn save_consent(pool: &SqlitePool, c: &Consent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, \
+         granted_at = excluded.granted_at",
+    )
+    .bind(&c.user_id)
+    .bind(&c.client_id)
+    .bind(&c.scope)
+    .bind(i(c.granted_at))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn list_consents(
+    pool: &SqlitePool,
+    user_id: &str,
+) -> Result<Vec<Consent>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM consents WHERE user_id = ? ORDER BY client_id")
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(consent_from_row).collect()
+}
+
+pub(super) async fn revoke_consent(
+    pool: &SqlitePool,
+    user_id: &str,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let mut tx = write_tx(pool).await?;
+    let n = sqlx::query("DELETE FROM consents WHERE user_id = ? AND client_id = ?")
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM grants WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in ids {
+        revoke_grants_where(&mut tx, By::Id, &id, now).await?;
+    }
+    tx.commit().await?;
+    Ok(n == 1)
 }
 
 #[cfg(test)]
