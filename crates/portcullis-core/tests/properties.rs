@@ -36,6 +36,7 @@ static FIX: LazyLock<Fixture> = LazyLock::new(|| {
         jti: "j".into(),
         client_id: "svc".into(),
         scope: Some("read".into()),
+        act: None,
     };
     let token = key.sign_access_token(&claims).unwrap();
     Fixture {

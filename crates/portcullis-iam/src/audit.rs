@@ -82,6 +82,12 @@ pub fn consent_given(user_id: &str, client_id: &str, scope: &str) {
     tracing::info!(target: TARGET, event = "consent_given", user_id, client_id, scope);
 }
 
+/// A token was exchanged (RFC 8693): who acted, for whom, from which token
+/// to which (by `jti`), for which audience.
+pub fn token_exchanged(actor: &str, sub: &str, from_jti: &str, jti: &str, aud: &str) {
+    tracing::info!(target: TARGET, event = "token_exchanged", actor, sub, from_jti, jti, aud);
+}
+
 /// A user's consent to a client was withdrawn (and its grants revoked).
 pub fn consent_revoked(user_id: &str, client_id: &str, actor: &str) {
     tracing::info!(target: TARGET, event = "consent_revoked", user_id, client_id, actor);

@@ -94,11 +94,13 @@ pub fn check_login_settings(
             "refresh_token is only issued with authorization_code".into(),
         ));
     }
-    if public && grants.contains(&GrantType::ClientCredentials) {
-        return Err((
-            "grant_types",
-            "a public client cannot use client_credentials".into(),
-        ));
+    for g in [GrantType::ClientCredentials, GrantType::TokenExchange] {
+        if public && grants.contains(&g) {
+            return Err((
+                "grant_types",
+                format!("a public client cannot use {}", g.as_str()),
+            ));
+        }
     }
     if public && !login.require_pkce {
         return Err(("require_pkce", "a public client always uses PKCE".into()));

@@ -67,6 +67,84 @@ pub struct RawConfig {
     /// Browser login: sessions, ID and refresh tokens, sign-in throttling.
     #[serde(default)]
     pub login: RawLogin,
+    /// Token exchange (RFC 8693): who may exchange which tokens for what.
+    #[serde(default)]
+    pub token_exchange: RawTokenExchange,
+}
+
+/// `[token_exchange]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenExchange {
+    /// Longest delegation chain (`act` nesting) of an issued token (default 3).
+    pub max_depth: Option<usize>,
+    /// `[[token_exchange.rules]]`.
+    #[serde(default)]
+    pub rules: Vec<RawExchangeRule>,
+}
+
+/// `[[token_exchange.rules]]`: `client` may exchange subject tokens whose
+/// `aud` holds one of `subject_audiences` for tokens to `audiences`, with at
+/// most `scopes` (and never more than the subject token has).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExchangeRule {
+    /// The exchanging client (it needs the token-exchange grant type too).
+    pub client: String,
+    /// Audiences the subject token must be for.
+    pub subject_audiences: Vec<String>,
+    /// Audiences it may get tokens for.
+    pub audiences: Vec<String>,
+    /// The widest scope of the issued tokens.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl RawTokenExchange {
+    fn validate(self) -> Result<crate::exchange::ExchangePolicy, ConfigError> {
+        let max_depth = self.max_depth.unwrap_or(3);
+        if !(1..=10).contains(&max_depth) {
+            return Err(err("token_exchange.max_depth", "expected 1 to 10"));
+        }
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (n, r) in self.rules.into_iter().enumerate() {
+            let at = |k: &str| format!("token_exchange.rules[{n}].{k}");
+            if r.client.parse::<ClientId>().is_err() {
+                return Err(err(at("client"), "not a valid client id"));
+            }
+            if r.subject_audiences.is_empty() {
+                return Err(err(at("subject_audiences"), "list at least one audience"));
+            }
+            if r.audiences.is_empty() {
+                return Err(err(at("audiences"), "list at least one audience"));
+            }
+            for (k, list) in [
+                ("subject_audiences", &r.subject_audiences),
+                ("audiences", &r.audiences),
+            ] {
+                if let Some(bad) = list
+                    .iter()
+                    .find(|a| a.parse::<portcullis_core::Audience>().is_err())
+                {
+                    return Err(err(at(k), format!("{bad:?} is not a valid audience")));
+                }
+            }
+            if let Some(bad) = r
+                .scopes
+                .iter()
+                .find(|s| s.parse::<portcullis_core::Scope>().is_err())
+            {
+                return Err(err(at("scopes"), format!("{bad:?} is not a valid scope")));
+            }
+            rules.push(crate::exchange::ExchangeRule {
+                client: r.client,
+                subject_audiences: r.subject_audiences,
+                audiences: r.audiences,
+                scopes: r.scopes,
+            });
+        }
+        Ok(crate::exchange::ExchangePolicy { max_depth, rules })
+    }
 }
 
 /// A client declared in the config file.
@@ -333,6 +411,8 @@ pub struct Config {
     pub users: Vec<UserSpec>,
     /// Browser login settings.
     pub login: LoginConfig,
+    /// Token-exchange policy.
+    pub token_exchange: crate::exchange::ExchangePolicy,
 }
 
 /// The `[login]` table: browser login (authorization-code flow).
@@ -549,6 +629,7 @@ impl RawConfig {
             passwords,
             users,
             login: self.login.validate()?,
+            token_exchange: self.token_exchange.validate()?,
         })
     }
 }

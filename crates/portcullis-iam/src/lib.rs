@@ -36,6 +36,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod clients;
 pub mod config;
+pub mod exchange;
 pub use portcullis_core::crypto;
 pub mod grant;
 pub mod http;

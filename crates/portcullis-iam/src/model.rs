@@ -14,6 +14,9 @@ pub enum GrantType {
     AuthorizationCode,
     /// RFC 6749 §6, with rotation.
     RefreshToken,
+    /// RFC 8693: a service exchanges a token it received for one to a
+    /// downstream audience (delegation, `act`).
+    TokenExchange,
 }
 
 impl GrantType {
@@ -23,6 +26,7 @@ impl GrantType {
             Self::ClientCredentials => "client_credentials",
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::TokenExchange => crate::exchange::GRANT_TYPE,
         }
     }
 
@@ -32,6 +36,7 @@ impl GrantType {
             "client_credentials" => Some(Self::ClientCredentials),
             "authorization_code" => Some(Self::AuthorizationCode),
             "refresh_token" => Some(Self::RefreshToken),
+            crate::exchange::GRANT_TYPE => Some(Self::TokenExchange),
             _ => None,
         }
     }

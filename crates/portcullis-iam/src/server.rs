@@ -181,6 +181,7 @@ pub async fn start_with_clock(
         body_limit: config.max_body_bytes,
         cookies: crate::login::Cookies::for_issuer(issuer.as_str()),
         login: config.login.clone(),
+        exchange: config.token_exchange.clone(),
     });
     if state.admin_token.is_none() {
         tracing::warn!("no admin_token configured: the admin API answers 503");

@@ -29,7 +29,12 @@ async fn discovery_lists_what_is_supported() {
         assert_eq!(v["revocation_endpoint"], iam.url("/oauth2/revoke"));
         assert_eq!(
             v["grant_types_supported"],
-            json!(["client_credentials", "authorization_code", "refresh_token"])
+            json!([
+                "client_credentials",
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
         );
         assert_eq!(
             v["token_endpoint_auth_methods_supported"],

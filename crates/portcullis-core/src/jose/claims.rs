@@ -92,6 +92,10 @@ pub struct AccessTokenClaims {
     /// Granted scopes, space-delimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The acting party of a token obtained by token exchange (RFC 8693
+    /// §4.1), nested for delegation chains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
 }
 
 /// The claims of an OpenID Connect ID token (OIDC Core §2, §3.1.3.6).

@@ -65,6 +65,7 @@ mod tests {
             jti: "j1".into(),
             client_id: "svc".into(),
             scope: Some("read".into()),
+            act: None,
         }
     }
 

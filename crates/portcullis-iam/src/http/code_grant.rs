@@ -77,6 +77,7 @@ fn respond(s: &SharedState, i: Issue<'_>, refresh: Option<&str>) -> Result<Respo
         jti: i.jti,
         client_id: i.client.id.to_string(),
         scope: (!i.scope.is_empty()).then(|| i.scope.to_owned()),
+        act: None,
     };
     let access = mint_access_token(s, i.grant, &claims, i.now)?;
     let mut body = json!({

@@ -5,6 +5,7 @@ pub mod admin;
 mod authorize;
 mod code_grant;
 pub mod error;
+mod exchange;
 pub mod form;
 mod ops;
 pub mod pages;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub login: crate::config::LoginConfig,
     /// The IAM server's cookies.
     pub cookies: crate::login::Cookies,
+    /// Who may exchange which tokens (RFC 8693).
+    pub exchange: crate::exchange::ExchangePolicy,
 }
 
 /// Shared state handle.

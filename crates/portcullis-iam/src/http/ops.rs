@@ -34,7 +34,12 @@ pub async fn discovery(State(s): State<SharedState>) -> Response {
         "authorization_endpoint": s.issuer.join(paths::AUTHORIZE),
         "userinfo_endpoint": s.issuer.join(paths::USERINFO),
         "end_session_endpoint": s.issuer.join(paths::END_SESSION),
-        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "grant_types_supported": [
+            "client_credentials",
+            "authorization_code",
+            "refresh_token",
+            crate::exchange::GRANT_TYPE,
+        ],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

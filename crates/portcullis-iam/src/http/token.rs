@@ -125,6 +125,9 @@ async fn issue(
         GrantType::RefreshToken => super::code_grant::refresh_token(s, &client, form)
             .await
             .map_err(client_named),
+        GrantType::TokenExchange => super::exchange::token_exchange(s, &client, form)
+            .await
+            .map_err(client_named),
     }
 }
 
@@ -185,6 +188,7 @@ fn client_credentials(
         jti,
         client_id: client.id.to_string(),
         scope: (!scope_str.is_empty()).then(|| scope_str.clone()),
+        act: None,
     };
     let access_token = mint_access_token(s, GrantType::ClientCredentials, &claims, now)?;
     Ok(token_response(&access_token, ttl, &scope_str))
