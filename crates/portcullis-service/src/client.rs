@@ -1,7 +1,9 @@
 //! The client half: a client-credentials token source and a tower layer
-//! that attaches its tokens to outgoing requests.
+//! that attaches its tokens to outgoing requests, and token exchange
+//! (RFC 8693) for calls made on behalf of the caller.
 //!
-//! - Tokens are cached per (audience, scopes) and replaced ahead of expiry.
+//! - Tokens are cached per (audience, scopes) and replaced ahead of expiry;
+//!   exchanged tokens per (subject token, audience, scopes).
 //! - Concurrent callers needing the same token share one request.
 //! - Network errors, 5xx and 429 are retried with exponential backoff and
 //!   jitter; an OAuth error such as `invalid_client` is returned at once.
@@ -143,8 +145,14 @@ pub struct TokenSource {
     cfg: TokenSourceConfig,
     http: reqwest::Client,
     cache: moka::future::Cache<String, Arc<AccessToken>>,
+    exchanged: moka::future::Cache<String, Arc<AccessToken>>,
     requests: AtomicU64,
 }
+
+/// `grant_type` of token exchange (RFC 8693).
+const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The token type of access tokens (RFC 8693 §3).
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,6 +167,17 @@ fn cache_key(audience: Option<&str>, scopes: &[&str]) -> String {
     s.sort_unstable();
     s.dedup();
     format!("{}\u{0}{}", audience.unwrap_or(""), s.join(" "))
+}
+
+/// The exchange cache key: a digest of the subject token (never the token
+/// itself), the audience and the scopes.
+fn exchange_key(subject_token: &str, audience: &str, scopes: &[&str]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject_token.as_bytes());
+    format!(
+        "{}\u{0}{}",
+        B64.encode(d.as_ref()),
+        cache_key(Some(audience), scopes)
+    )
 }
 
 fn random_u64() -> u64 {
@@ -179,10 +198,16 @@ impl TokenSource {
             .max_capacity(1_000)
             .expire_after(RefreshAhead)
             .build();
+        // One entry per caller token and audience: bounded more generously.
+        let exchanged = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .expire_after(RefreshAhead)
+            .build();
         Self {
             cfg,
             http,
             cache,
+            exchanged,
             requests: AtomicU64::new(0),
         }
     }
@@ -200,10 +225,43 @@ impl TokenSource {
         scopes: &[&str],
     ) -> Result<Arc<AccessToken>, TokenError> {
         let key = cache_key(audience, scopes);
+        let mut grant: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
+        if !scopes.is_empty() {
+            grant.push(("scope", scopes.join(" ")));
+        }
+        if let Some(a) = audience {
+            grant.push(("resource", a.to_owned()));
+        }
         self.cache
-            .try_get_with(key, async {
-                self.fetch(audience, scopes).await.map(Arc::new)
-            })
+            .try_get_with(key, async { self.fetch(&grant).await.map(Arc::new) })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// A token for `audience` on behalf of the caller whose token this
+    /// service received (`subject_token`), by token exchange (RFC 8693): it
+    /// keeps the caller as `sub` and names this service in `act`. Cached per
+    /// (subject token, audience, scopes) until shortly before it expires;
+    /// concurrent callers share one request. `scopes` empty asks for every
+    /// scope the exchange rule and the subject token allow.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        audience: &str,
+        scopes: &[&str],
+    ) -> Result<Arc<AccessToken>, TokenError> {
+        let key = exchange_key(subject_token, audience, scopes);
+        let mut grant: Vec<(&str, String)> = vec![
+            ("grant_type", EXCHANGE_GRANT.into()),
+            ("subject_token", subject_token.to_owned()),
+            ("subject_token_type", ACCESS_TOKEN_TYPE.into()),
+            ("audience", audience.to_owned()),
+        ];
+        if !scopes.is_empty() {
+            grant.push(("scope", scopes.join(" ")));
+        }
+        self.exchanged
+            .try_get_with(key, async { self.fetch(&grant).await.map(Arc::new) })
             .await
             .map_err(|e| (*e).clone())
     }
@@ -232,14 +290,10 @@ impl TokenSource {
             .map_err(|e| TokenError::Malformed(e.to_string()))
     }
 
-    async fn fetch(
-        &self,
-        audience: Option<&str>,
-        scopes: &[&str],
-    ) -> Result<AccessToken, TokenError> {
+    async fn fetch(&self, grant: &[(&str, String)]) -> Result<AccessToken, TokenError> {
         let mut attempt = 0;
         loop {
-            match self.fetch_once(audience, scopes).await {
+            match self.fetch_once(grant).await {
                 Err(TokenError::Unavailable(why)) if attempt < self.cfg.max_retries => {
                     let base = self.cfg.base_backoff.saturating_mul(1 << attempt.min(16));
                     let jitter =
@@ -253,18 +307,9 @@ impl TokenSource {
         }
     }
 
-    async fn fetch_once(
-        &self,
-        audience: Option<&str>,
-        scopes: &[&str],
-    ) -> Result<AccessToken, TokenError> {
-        let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
-        if !scopes.is_empty() {
-            form.push(("scope", scopes.join(" ")));
-        }
-        if let Some(a) = audience {
-            form.push(("resource", a.to_owned()));
-        }
+    /// One token request: the grant's parameters plus client authentication.
+    async fn fetch_once(&self, grant: &[(&str, String)]) -> Result<AccessToken, TokenError> {
+        let mut form: Vec<(&str, String)> = grant.to_vec();
         let mut req = self.http.post(&self.cfg.token_endpoint);
         match &self.cfg.credentials {
             ClientCredentials::Secret { client_id, secret } => {

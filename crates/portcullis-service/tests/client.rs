@@ -243,3 +243,76 @@ async fn the_bearer_layer_attaches_tokens_and_retries_once_on_401() {
     assert_eq!(client.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(tokens.requests_made(), 2);
 }
+
+/// Token exchange (RFC 8693) through the library: the downstream token keeps
+/// the caller as `sub` and names this service in `act`; cached per (caller
+/// token, audience, scopes); a refusal is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanged_tokens_name_the_caller_and_this_service_and_are_cached_per_subject() {
+    let iam = TestIam::start_with(|c| {
+        c.token_exchange.rules = vec![portcullis_iam::config::RawExchangeRule {
+            client: "orders".into(),
+            subject_audiences: vec!["api-1".into()],
+            audiences: vec!["api-2".into()],
+            scopes: vec!["read".into()],
+        }]
+    })
+    .await;
+    let caller = iam.secret_client("frontend").await;
+    let v = iam
+        .create_client(json!({
+            "client_id": "orders",
+            "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+            "allowed_scopes": ["read"], "allowed_audiences": ["api-1"], "default_audiences": ["api-1"],
+        }))
+        .await;
+    let src = Arc::new(secret_source(
+        &iam,
+        "orders",
+        v["client_secret"].as_str().unwrap(),
+    ));
+    let a = iam.access_token(&caller).await;
+    let b = iam.access_token(&caller).await;
+    assert_ne!(a, b);
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (src, a) = (src.clone(), a.clone());
+            tokio::spawn(async move { src.exchange(&a, "api-2", &[]).await.unwrap() })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for t in tasks {
+        seen.insert(t.await.unwrap().token.expose().to_owned());
+    }
+    assert_eq!(seen.len(), 1, "one exchange for 20 concurrent callers");
+    assert_eq!(src.requests_made(), 1);
+    let token = seen.into_iter().next().unwrap();
+    let jwks = iam.jwks().await;
+    let claims =
+        portcullis_test_support::verify_with_jwks(&token, &jwks, &iam.issuer, "api-2").unwrap();
+    assert_eq!(claims["sub"], "frontend");
+    assert_eq!(claims["client_id"], "orders");
+    assert_eq!(claims["act"], json!({"sub": "orders"}));
+    assert_eq!(claims["scope"], "read");
+    // A validator downstream sees the actor too.
+    let v = Validator::start(ValidatorConfig::new(&iam.issuer, "api-2")).await;
+    let p = v.validate(&token).await.unwrap();
+    assert_eq!(p.subject, "frontend");
+    assert_eq!(p.claims.extra["act"]["sub"], "orders");
+
+    src.exchange(&b, "api-2", &[]).await.unwrap();
+    assert_eq!(
+        src.requests_made(),
+        2,
+        "another caller token, another exchange"
+    );
+    src.exchange(&a, "api-2", &["read"]).await.unwrap();
+    assert_eq!(src.requests_made(), 3, "other scopes, another exchange");
+    let e = src.exchange(&a, "api-3", &[]).await.unwrap_err();
+    assert!(
+        matches!(&e, TokenError::Refused { error, .. } if error == "invalid_target"),
+        "{e:?}"
+    );
+    assert_eq!(src.requests_made(), 4, "refusals are not retried");
+}
