@@ -41,6 +41,9 @@ const INTERMEDIATE_TTL: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
 /// Default leaf lifetime.
 pub const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest leaf lifetime accepted: leaves are meant to be short-lived and
+/// renewed, not revoked.
+pub const MAX_LEAF_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How long a CRL is valid (its `next_update`).
 pub const CRL_VALIDITY: Duration = Duration::from_secs(3600);
 
@@ -249,6 +252,19 @@ impl Ca {
         &self.root_pem
     }
 
+    /// Writes what a service needs into `out_dir` (created if missing):
+    /// `cert.pem` (leaf + intermediate), `ca.pem` (the root to trust) and,
+    /// when the key was generated here, `key.pem` (0600).
+    pub fn write_leaf(&self, leaf: &IssuedLeaf, out_dir: &Path) -> Result<(), CaError> {
+        std::fs::create_dir_all(out_dir).map_err(CaError::io(out_dir))?;
+        write_atomic(&out_dir.join("cert.pem"), leaf.chain_pem.as_bytes(), 0o644)?;
+        write_atomic(&out_dir.join("ca.pem"), self.root_pem.as_bytes(), 0o644)?;
+        if let Some(key) = &leaf.key_pem {
+            write_atomic(&out_dir.join("key.pem"), key.expose().as_bytes(), 0o600)?;
+        }
+        Ok(())
+    }
+
     /// Issues a leaf for `name` with a freshly generated P-256 key.
     pub fn issue(
         &self,
@@ -293,8 +309,11 @@ impl Ca {
         let (not_before, not_after) = match spec.validity {
             Some(window) => window,
             None => {
-                if spec.ttl.is_zero() {
-                    return Err(CaError::InvalidTtl("lifetime must be positive".into()));
+                if spec.ttl.is_zero() || spec.ttl > MAX_LEAF_TTL {
+                    return Err(CaError::InvalidTtl(format!(
+                        "lifetime must be between 1 s and {} days",
+                        MAX_LEAF_TTL.as_secs() / 86_400
+                    )));
                 }
                 (now - BACKDATE, now + spec.ttl)
             }
@@ -390,7 +409,6 @@ impl Ca {
     pub fn crl(&self) -> Result<Crl, CaError> {
         let now = OffsetDateTime::now_utc();
         let next_update = now + CRL_VALIDITY;
-        let mut out = None;
         self.update_state(|state| {
             state.crl_number += 1;
             state.crl_next_update = next_update.unix_timestamp();
@@ -417,15 +435,12 @@ impl Ca {
             .signed_by(&self.issuer)?;
             let pem = crl.pem()?;
             write_atomic(&self.dir.join(CRL_FILE), pem.as_bytes(), 0o644)?;
-            out = Some(Crl {
+            Ok(Crl {
                 pem,
                 number: state.crl_number,
                 next_update,
-            });
-            Ok(())
-        })?;
-        // `update_state` ran the closure to completion, which set `out`.
-        out.ok_or(CaError::Random)
+            })
+        })
     }
 
     /// The current CRL, PEM, for serving over HTTP: the published one while
@@ -448,17 +463,18 @@ impl Ca {
         Ok(State::load(&self.dir.join(STATE_FILE))?.issued)
     }
 
-    fn update_state(
+    fn update_state<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<(), CaError>,
-    ) -> Result<(), CaError> {
+        f: impl FnOnce(&mut State) -> Result<T, CaError>,
+    ) -> Result<T, CaError> {
         // A poisoned lock only means another thread panicked mid-update; the
         // file on disk is still whole (atomic writes), so carry on.
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.dir.join(STATE_FILE);
         let mut state = State::load(&path)?;
-        f(&mut state)?;
-        state.save(&path, OffsetDateTime::now_utc().unix_timestamp())
+        let out = f(&mut state)?;
+        state.save(&path, OffsetDateTime::now_utc().unix_timestamp())?;
+        Ok(out)
     }
 }
 

@@ -47,7 +47,7 @@ pub mod tls;
 
 pub use authority::{
     CRL_FILE, CRL_VALIDITY, Ca, Crl, DEFAULT_LEAF_TTL, INTERMEDIATE_CERT, INTERMEDIATE_KEY,
-    IssuedLeaf, LeafSpec, ROOT_CERT, ROOT_KEY, STATE_FILE,
+    IssuedLeaf, LeafSpec, MAX_LEAF_TTL, ROOT_CERT, ROOT_KEY, STATE_FILE,
 };
 pub use error::CaError;
 pub use names::{ServiceName, SpiffeId, TrustDomain};

@@ -161,13 +161,18 @@ fn file_error(path: &Path, reason: impl ToString) -> TlsError {
 
 /// All certificates in a PEM file (at least one).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
+    load_all(path, "CERTIFICATE")
+}
+
+/// Every PEM section of type `T` in the file; at least one.
+fn load_all<T: PemObject>(path: &Path, label: &str) -> Result<Vec<T>, TlsError> {
+    let items = T::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no CERTIFICATE in the file"));
+    if items.is_empty() {
+        return Err(file_error(path, format!("no {label} in the file")));
     }
-    Ok(certs)
+    Ok(items)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
@@ -183,11 +188,5 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 }
 
 fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| file_error(path, e))?;
-    if crls.is_empty() {
-        return Err(file_error(path, "no X509 CRL in the file"));
-    }
-    Ok(crls)
+    load_all(path, "X509 CRL")
 }

@@ -20,8 +20,7 @@ fn refused(outcome: &common::Outcome) -> bool {
 
 #[tokio::test]
 async fn valid_leaf_is_accepted_and_names_its_workload() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let (leaf, id) = ca.client("billing");
     let peer = server
         .connect(&ca.root(), Some(&id))
@@ -39,8 +38,7 @@ async fn valid_leaf_is_accepted_and_names_its_workload() {
 
 #[tokio::test]
 async fn expired_leaf_is_refused() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let now = OffsetDateTime::now_utc();
     let (_, id) = ca.leaf(
         "expired",
@@ -54,8 +52,7 @@ async fn expired_leaf_is_refused() {
 
 #[tokio::test]
 async fn not_yet_valid_leaf_is_refused() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let now = OffsetDateTime::now_utc();
     let (_, id) = ca.leaf(
         "future",
@@ -83,8 +80,7 @@ async fn leaf_from_another_ca_is_refused() {
 
 #[tokio::test]
 async fn revoked_leaf_is_refused_after_reload() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let (leaf, id) = ca.client("billing");
     let (_, bystander) = ca.client("orders");
     assert!(server.connect(&ca.root(), Some(&id)).await.is_ok());
@@ -105,8 +101,7 @@ async fn revoked_leaf_is_refused_after_reload() {
 
 #[tokio::test]
 async fn crl_update_is_picked_up_without_restart() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let watcher = server.reloading.watch(Duration::from_millis(50));
     let (leaf, id) = ca.client("billing");
     assert!(server.connect(&ca.root(), Some(&id)).await.is_ok());
@@ -132,8 +127,7 @@ async fn crl_update_is_picked_up_without_restart() {
 
 #[tokio::test]
 async fn bad_crl_file_keeps_the_running_configuration() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let (_, id) = ca.client("billing");
     std::fs::write(ca.crl(), "not a CRL").unwrap();
     assert!(server.reloading.reload().is_err());
@@ -146,8 +140,7 @@ async fn bad_crl_file_keeps_the_running_configuration() {
 
 #[tokio::test]
 async fn leaf_without_client_auth_usage_is_refused() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let (_, id) = ca.leaf(
         "server-only",
         LeafSpec::new(name("billing"), vec![], DEFAULT_LEAF_TTL).server_only(),
@@ -160,8 +153,7 @@ async fn leaf_without_client_auth_usage_is_refused() {
 /// peer whose `spiffe_id` is `None`.
 #[tokio::test]
 async fn leaf_without_spiffe_san_passes_tls_but_names_no_workload() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let (_, id) = ca.leaf(
         "anonymous",
         LeafSpec::new(
@@ -182,16 +174,14 @@ async fn leaf_without_spiffe_san_passes_tls_but_names_no_workload() {
 
 #[tokio::test]
 async fn plain_tcp_to_the_mtls_listener_fails() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (_ca, mut server) = common::mtls_server().await;
     let outcome = server.connect_plain().await;
     assert!(refused(&outcome), "{outcome:?}");
 }
 
 #[tokio::test]
 async fn tls_client_without_certificate_is_refused() {
-    let ca = TestCa::new();
-    let mut server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    let (ca, mut server) = common::mtls_server().await;
     let outcome = server.connect(&ca.root(), None).await;
     assert!(refused(&outcome), "{outcome:?}");
 }

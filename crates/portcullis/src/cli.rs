@@ -75,6 +75,13 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// The internal certificate authority: service certificates for mutual TLS.
+    Ca {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(subcommand)]
+        command: CaCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -432,5 +439,74 @@ pub enum ApikeysCommand {
         /// Days until it expires.
         #[arg(long)]
         expires_in_days: Option<u64>,
+    },
+}
+
+/// Where the CA lives and how its keys are unsealed.
+#[derive(Debug, Clone, Args)]
+pub struct CaArgs {
+    /// CA directory (certificates, sealed keys, index, CRL).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_CA_DIR",
+        default_value = ".portcullis/ca"
+    )]
+    pub dir: PathBuf,
+    /// Name of the environment variable holding the master key (32 bytes,
+    /// base64) that seals the CA keys; never the key itself.
+    #[arg(long, global = true, default_value = "PORTCULLIS_MASTER_KEY")]
+    pub master_key_env: String,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the root and intermediate CA in --dir.
+    Init {
+        /// SPIFFE trust domain, e.g. `prod.example.org`.
+        #[arg(long)]
+        trust_domain: String,
+    },
+    /// Issue a service certificate (SPIFFE ID spiffe://TRUST_DOMAIN/SERVICE).
+    Issue {
+        /// Service name: the SPIFFE ID path, e.g. `billing` or `ns/prod/billing`.
+        #[arg(long)]
+        service: String,
+        /// DNS names (or IP addresses) for the certificate, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// Lifetime in hours (at most 90 days).
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+        /// Certify the key of this PKCS#10 CSR (PEM) instead of generating
+        /// one; only its public key is used.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// Where to write cert.pem (leaf + intermediate), key.pem (unless
+        /// --csr) and ca.pem (the root to trust).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Revoke a certificate and publish a new CRL.
+    Revoke {
+        /// Serial number (hex; colons allowed).
+        serial: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, privilegeWithdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Sign a fresh CRL and write it to DIR/crl.pem.
+    Crl,
+    /// List issued certificates.
+    List,
+    /// Serve the current CRL over HTTP (GET /crl.pem), renewing it as it ages.
+    ServeCrl {
+        /// Listener, host:port.
+        #[arg(long, default_value = "127.0.0.1:9300")]
+        listen: String,
     },
 }

@@ -5,6 +5,7 @@
 //! 2 invalid configuration or usage.
 
 mod admin;
+mod ca;
 mod cli;
 mod demo;
 mod dev;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
             cli::Command::Clients { admin, command } => admin::clients(admin, command).await,
             cli::Command::Keys { admin, command } => admin::keys(admin, command).await,
             cli::Command::Users { admin, command } => admin::users(admin, command).await,
+            cli::Command::Ca { ca, command } => ca::run(ca, command, args.log).await,
         }
     });
     match result {

@@ -88,6 +88,13 @@ impl TestCa {
     }
 }
 
+/// A fresh CA and an mTLS listener (client certificate required) using it.
+pub async fn mtls_server() -> (TestCa, Server) {
+    let ca = TestCa::new();
+    let server = Server::start(ca.server_files(ClientAuth::Required(ca.trust()))).await;
+    (ca, server)
+}
+
 pub fn write_identity(dir: &Path, label: &str, leaf: &IssuedLeaf) -> ClientIdentity {
     let cert_chain = dir.join(format!("{label}.chain.pem"));
     let key = dir.join(format!("{label}.key.pem"));

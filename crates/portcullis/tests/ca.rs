@@ -1,0 +1,227 @@
+//! `portcullis ca …` as an operator runs it.
+
+#![allow(clippy::unwrap_used)]
+
+use portcullis_test_support::{TEST_MASTER_KEY, free_port, http_client};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn ca(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    ca_env(dir, args, &[("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)])
+}
+
+fn ca_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("ca")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env_remove("PORTCULLIS_MASTER_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn init_issue_revoke_crl_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let svc = tmp.path().join("billing");
+
+    let (code, out, err) = ca(&dir, &["init", "--trust-domain", "prod.example"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for f in [
+        "root.pem",
+        "intermediate.pem",
+        "root.key.sealed",
+        "intermediate.key.sealed",
+        "ca.json",
+        "crl.pem",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let (code, _, err) = ca(&dir, &["init", "--trust-domain", "prod.example"]);
+    assert_eq!(code, 2, "a second init is refused: {err}");
+
+    let (code, out, err) = ca(
+        &dir,
+        &[
+            "issue",
+            "--service",
+            "billing",
+            "--dns",
+            "billing.svc,localhost",
+            "--ttl-hours",
+            "2",
+            "--out-dir",
+            svc.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let issued = json(&out);
+    assert_eq!(issued["spiffe_id"], "spiffe://prod.example/billing");
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+    let chain = std::fs::read_to_string(svc.join("cert.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(
+        std::fs::read_to_string(svc.join("key.pem"))
+            .unwrap()
+            .contains("BEGIN PRIVATE KEY")
+    );
+    assert_eq!(
+        std::fs::read_to_string(svc.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("root.pem")).unwrap()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(svc.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // A CSR: the service keeps its key.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["evil.example".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let csr_path = tmp.path().join("orders.csr");
+    std::fs::write(&csr_path, csr).unwrap();
+    let orders = tmp.path().join("orders");
+    let (code, out, err) = ca(
+        &dir,
+        &[
+            "issue",
+            "--service",
+            "orders",
+            "--csr",
+            csr_path.to_str().unwrap(),
+            "--out-dir",
+            orders.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("spiffe://prod.example/orders"), "{out}");
+    assert!(orders.join("cert.pem").exists() && !orders.join("key.pem").exists());
+
+    let (code, out, err) = ca(&dir, &["revoke", &serial, "--reason", "keyCompromise"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = ca(&dir, &["revoke", &serial]);
+    assert_eq!(code, 2, "revoking twice is a usage error: {err}");
+    let (code, _, err) = ca(&dir, &["revoke", "00", "--reason", "bogus"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = ca(&dir, &["crl", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(json(&out)["crl_number"].as_u64().unwrap() >= 3, "{out}");
+    assert!(
+        std::fs::read_to_string(dir.join("crl.pem"))
+            .unwrap()
+            .starts_with("-----BEGIN X509 CRL-----")
+    );
+
+    let (code, out, err) = ca(&dir, &["list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let list = json(&out);
+    let certs = list["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2);
+    let billing = certs
+        .iter()
+        .find(|c| c["serial"] == serial.as_str())
+        .unwrap();
+    assert_eq!(billing["name"], "billing");
+    assert_eq!(billing["revoked"]["reason"], "keyCompromise");
+    let (code, out, _) = ca(&dir, &["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("revoked (keyCompromise)") && out.contains("orders"),
+        "{out}"
+    );
+}
+
+#[test]
+fn master_key_is_required_and_must_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let (code, _, err) = ca_env(&dir, &["init", "--trust-domain", "td"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("PORTCULLIS_MASTER_KEY"), "{err}");
+    let (code, _, err) = ca_env(
+        &dir,
+        &[
+            "init",
+            "--trust-domain",
+            "td",
+            "--master-key-env",
+            "MY_CA_KEY",
+        ],
+        &[("MY_CA_KEY", TEST_MASTER_KEY)],
+    );
+    assert_eq!(code, 0, "{err}");
+    let other = "b3RoZXItbWFzdGVyLWtleS1mb3ItcG9ydGN1bGxpcyE=";
+    let (code, _, err) = ca_env(&dir, &["list"], &[("PORTCULLIS_MASTER_KEY", other)]);
+    assert_eq!(code, 2, "a wrong master key does not unseal: {err}");
+    assert!(err.contains("decrypt"), "{err}");
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_crl_answers_with_the_current_crl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    assert_eq!(ca(&dir, &["init", "--trust-domain", "td"]).0, 0);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _child = Killed(
+        Command::new(BIN)
+            .args(["ca", "serve-crl", "--listen", &listen, "--dir"])
+            .arg(&dir)
+            .env("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{listen}/crl.pem");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        match http_client().get(&url).send().await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("serve-crl never answered: {e}"),
+        }
+    };
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with("-----BEGIN X509 CRL-----"), "{body}");
+    assert_eq!(body, std::fs::read_to_string(dir.join("crl.pem")).unwrap());
+}
