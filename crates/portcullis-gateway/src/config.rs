@@ -54,6 +54,9 @@ pub struct RawConfig {
     /// Backend-for-frontend: browser logins at an OpenID provider, with
     /// server-side sessions (the `session` authenticator).
     pub bff: Option<RawBff>,
+    /// Directory of Cedar policies (`schema.cedarschema`, `*.cedar`) that
+    /// routes with `policy` ask; reloaded when its files change.
+    pub policies: Option<String>,
 }
 
 /// `[bff]`: the gateway as an OpenID Connect relying party for browsers.
@@ -248,6 +251,9 @@ pub struct RawRoute {
     /// token (pass-through to an OAuth server). Anonymous routes only.
     #[serde(default)]
     pub forward_credentials: bool,
+    /// A Cedar action: each request must be allowed by the policies
+    /// (principal from the credential, resource `Route::"<name>"`).
+    pub policy: Option<String>,
 }
 
 /// A GCRA rate limit.
@@ -303,6 +309,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The BFF.
     pub bff: Option<BffConfig>,
+    /// The policy directory.
+    pub policies: Option<String>,
 }
 
 /// The validated `[bff]`.
@@ -547,6 +555,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Keep the client's `Authorization`; no internal token.
     pub forward_credentials: bool,
+    /// The Cedar action the policies must allow.
+    pub policy: Option<String>,
 }
 
 fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -765,6 +775,18 @@ impl RawConfig {
                     ));
                 }
             }
+            if r.policy.is_some() && self.policies.is_none() {
+                return Err(err(
+                    format!("{at}.policy"),
+                    "needs a `policies` directory at the top level",
+                ));
+            }
+            if r.policy
+                .as_deref()
+                .is_some_and(|p| p.is_empty() || p.contains('"'))
+            {
+                return Err(err(format!("{at}.policy"), "expected a Cedar action name"));
+            }
             if r.forward_credentials && r.auth.iter().any(|a| a != "anonymous") {
                 return Err(err(
                     format!("{at}.forward_credentials"),
@@ -818,6 +840,7 @@ impl RawConfig {
                 rate_limit,
                 strip_prefix: r.strip_prefix,
                 forward_credentials: r.forward_credentials,
+                policy: r.policy,
             });
         }
         let bff = self.bff.map(|b| b.validate(env)).transpose()?;
@@ -858,6 +881,7 @@ impl RawConfig {
             authenticators,
             routes,
             bff,
+            policies: self.policies,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! authenticators, limiters, pools, the internal-token minter. Replaced
 //! whole on reload.
 
-use crate::bff::{Bff, BffError};
+use crate::bff::Bff;
 use crate::config::{Authenticator, Config, Route};
 use crate::pipeline::authn::{ApiKeyIndex, BasicIndex, Introspector, Method};
 use crate::pipeline::propagate::Minter;
@@ -44,6 +44,8 @@ pub struct Runtime {
     pub minter: Minter,
     /// The BFF, with `[bff]`.
     pub bff: Option<Arc<Bff>>,
+    /// The policy decision point, with `policies`.
+    pub policies: Option<Arc<portcullis_policy::PolicyStore>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -64,13 +66,24 @@ impl Runtime {
         key: Arc<SigningKey>,
         issuer: String,
         previous: Option<&Runtime>,
-    ) -> Result<Self, BffError> {
+    ) -> Result<Self, crate::server::GatewayError> {
         let bff = match &config.bff {
             None => None,
             Some(cfg) => match previous.and_then(|p| p.bff.as_ref()) {
                 Some(b) if b.config() == cfg => Some(b.clone()),
-                _ => Some(Bff::start(cfg.clone()).await?),
+                _ => Some(
+                    Bff::start(cfg.clone())
+                        .await
+                        .map_err(crate::server::GatewayError::Bff)?,
+                ),
             },
+        };
+        let policies = match &config.policies {
+            None => None,
+            Some(dir) => Some(Arc::new(
+                portcullis_policy::PolicyStore::open(dir)
+                    .map_err(crate::server::GatewayError::Policy)?,
+            )),
         };
         let consumers: Vec<Arc<crate::config::Consumer>> =
             config.consumers.iter().cloned().map(Arc::new).collect();
@@ -130,6 +143,9 @@ impl Runtime {
             methods.insert(name.clone(), Arc::new(m));
         }
         let mut tasks = Vec::new();
+        if let Some(p) = &policies {
+            tasks.push(p.watch(std::time::Duration::from_secs(1)));
+        }
         let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
         for (name, u) in &config.upstreams {
             let p = Arc::new(Pool::new(u));
@@ -189,6 +205,7 @@ impl Runtime {
             client,
             minter,
             bff,
+            policies,
             tasks,
         })
     }

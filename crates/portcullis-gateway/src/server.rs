@@ -59,6 +59,9 @@ pub enum GatewayError {
     /// The BFF (session store, sealing key).
     #[error("{0}")]
     Bff(crate::bff::BffError),
+    /// The policy directory.
+    #[error("policies: {0}")]
+    Policy(portcullis_policy::PolicyError),
     /// The signing key file.
     #[error("signing key {file}: {message}")]
     Key {
@@ -177,7 +180,7 @@ impl RunningGateway {
                 metrics::counter!("portcullis_gateway_reloads_total", "result" => "rejected")
                     .increment(1);
                 tracing::error!(error = %e, "config reload refused; the running configuration stays");
-                return Err(GatewayError::Bff(e));
+                return Err(e);
             }
         };
         drop(previous);
@@ -231,9 +234,7 @@ pub async fn start(
     let key = Arc::new(signing_key(config.signing_key_file.as_deref())?);
     let header_timeout = config.header_timeout;
     let max_header = config.max_header_bytes;
-    let rt = Runtime::build(config, key.clone(), issuer.clone(), None)
-        .await
-        .map_err(GatewayError::Bff)?;
+    let rt = Runtime::build(config, key.clone(), issuer.clone(), None).await?;
     let current = Arc::new(ArcSwap::from_pointee(rt));
     let (tx, rx) = watch::channel(false);
 

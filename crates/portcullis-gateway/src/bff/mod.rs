@@ -655,6 +655,7 @@ impl Bff {
             expires_at: Some(row.access_expires_at),
             credential_digest: key,
             bearer: Some(live.bearer.clone()),
+            actors: Vec::new(),
         }))
     }
 

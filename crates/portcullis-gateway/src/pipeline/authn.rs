@@ -36,6 +36,9 @@ pub struct Identity {
     /// The `Authorization` to forward instead of an internal token: the
     /// person's access token, for a BFF session.
     pub bearer: Option<http::HeaderValue>,
+    /// Services that acted on the subject's behalf (a token's `act` chain,
+    /// outermost first).
+    pub actors: Vec<String>,
 }
 
 /// Why authentication failed.
@@ -111,6 +114,7 @@ fn consumer_identity(c: &Consumer, method: &'static str, digest: [u8; 32]) -> Id
         expires_at: None,
         credential_digest: digest,
         bearer: None,
+        actors: Vec::new(),
     }
 }
 
@@ -176,6 +180,7 @@ impl Method {
                 expires_at: None,
                 credential_digest: [0; 32],
                 bearer: None,
+                actors: Vec::new(),
             })),
             Method::ApiKey {
                 header,
@@ -258,6 +263,7 @@ impl Method {
                         expires_at: Some(p.expires_at),
                         credential_digest: sha256(&[token.as_bytes()]),
                         bearer: None,
+                        actors: portcullis_policy::Principal::actors_of(p.claims.extra.get("act")),
                     })),
                     Err(AuthError::Unavailable(_)) => Err(AuthnError::Unavailable),
                     Err(e) => Err(AuthnError::Invalid {
@@ -383,6 +389,7 @@ impl Introspector {
             expires_at: exp,
             credential_digest: sha256(&[token.as_bytes()]),
             bearer: None,
+            actors: portcullis_policy::Principal::actors_of(v.get("act")),
         };
         let ttl = exp.map_or(self.cache_ttl, |e| {
             self.cache_ttl

@@ -86,8 +86,12 @@ async fn run(
     log.subject = who.subject.clone();
     log.auth = who.method;
 
-    // 3. Authorize.
+    // 3. Authorize: scopes and roles, then the route's policy.
     authz::authorize(r, &who).map_err(Reject::Forbidden)?;
+    if let Some(action) = &r.policy {
+        let store = rt.policies.as_deref().ok_or(Reject::Internal)?;
+        authz::decide(store, action, r, &who, &parts.method, &path).map_err(Reject::Forbidden)?;
+    }
 
     // 4. Rate-limit.
     let client_ip = client_ip(&parts, peer, &rt.config.trusted_proxies);

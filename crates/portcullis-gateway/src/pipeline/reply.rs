@@ -155,10 +155,15 @@ impl Reject {
                 r
             }
             Reject::Csrf => crate::bff::csrf_refused(),
+            Reject::Forbidden(Denied::Policy(action)) => json_body(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                &format!("the policy does not allow {action} on this route"),
+            ),
             Reject::Forbidden(d) => {
                 let (what, list) = match &d {
                     Denied::Scopes(s) => ("scope", s.clone()),
-                    Denied::Roles(s) => ("role", s.clone()),
+                    Denied::Roles(s) | Denied::Policy(s) => ("role", s.clone()),
                 };
                 let mut r = json_body(
                     StatusCode::FORBIDDEN,
@@ -169,7 +174,7 @@ impl Reject {
                     Denied::Scopes(s) => format!(
                         "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{s}\""
                     ),
-                    Denied::Roles(_) => {
+                    Denied::Roles(_) | Denied::Policy(_) => {
                         "Bearer realm=\"portcullis\", error=\"insufficient_scope\"".to_owned()
                     }
                 };
