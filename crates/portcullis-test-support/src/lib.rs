@@ -1,10 +1,15 @@
 //! Test helpers shared by Portcullis integration tests: start the IAM server
-//! in-process on loopback (real sockets, real SQLite in a temp dir), drive a
-//! clock, run the real `portcullis` binary as a child process, and make the
-//! credentials tests need.
+//! in-process on loopback (real sockets, real SQLite in a temp dir or a
+//! fresh PostgreSQL database), drive a clock, run the real `portcullis`
+//! binary as a child process, and make the credentials tests need.
 
 pub mod browser;
+mod database;
 mod fake_issuer;
+pub use database::{
+    DEFAULT_POSTGRES_URL, TEST_DATABASE_ENV, TEST_POSTGRES_URL_ENV, on_postgres, postgres_database,
+    postgres_server_url, test_database_url,
+};
 pub use fake_issuer::{FakeIssuer, FakeState};
 
 use base64::Engine;
@@ -79,13 +84,15 @@ pub struct SecretClient {
 /// argon2 at the default 19 MiB × 2 takes most of a second).
 pub const TEST_PASSWORD_COST: (u32, u32) = (1024, 1);
 
-/// The base config tests start from.
+/// The base config tests start from. Its database is a SQLite file in
+/// `dir`, or a PostgreSQL database of its own when
+/// [`TEST_DATABASE_ENV`] is `postgres` (see [`test_database_url`]).
 pub fn test_config(dir: &Path) -> RawConfig {
     RawConfig {
         mode: Some("production".into()),
         listen: Some("127.0.0.1:0".into()),
         admin_listen: Some("127.0.0.1:0".into()),
-        database_url: Some(format!("sqlite://{}", dir.join("iam.db").display())),
+        database_url: Some(test_database_url(dir)),
         master_key: Some(TEST_MASTER_KEY.into()),
         admin_token: Some(TEST_ADMIN_TOKEN.into()),
         passwords: portcullis_iam::config::RawPasswords {
@@ -126,10 +133,21 @@ impl TestIam {
     }
 
     /// Starts a server on an existing directory and config.
-    pub async fn start_in(dir: TempDir, raw: RawConfig, clock: Arc<dyn Clock>) -> Self {
-        let config = raw
+    pub async fn start_in(dir: TempDir, mut raw: RawConfig, clock: Arc<dyn Clock>) -> Self {
+        // Config validation may accept only `sqlite:` URLs yet: validate
+        // with a placeholder, then put the PostgreSQL URL back.
+        let postgres = raw
+            .database_url
+            .take_if(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+        if postgres.is_some() {
+            raw.database_url = Some("sqlite://placeholder.db".into());
+        }
+        let mut config = raw
             .validate(&|v| std::env::var(v).ok())
             .expect("valid test config");
+        if let Some(url) = postgres {
+            config.database_url = url;
+        }
         let server = portcullis_iam::server::start_with_clock(config, clock)
             .await
             .expect("server starts");

@@ -1,13 +1,20 @@
 //! Persistence behind one trait, so that back-ends are interchangeable.
 //!
-//! SQLite is the embedded default ([`SqliteStore`]). Every write that the
+//! SQLite is the embedded default ([`SqliteStore`]); PostgreSQL
+//! ([`PostgresStore`]) lets several IAM replicas share one database. Every write that the
 //! server acknowledges is committed before the response is sent.
 
+#[macro_use]
+mod sql_impl;
 mod login;
+mod postgres;
+mod postgres_login;
+mod rows;
 mod sqlite;
 mod sqlite_login;
 
 pub use login::{AuthCode, Consent, Grant, Issuance, LoginSession, RefreshOutcome};
+pub use postgres::{PgSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{Client, KeyRecord, Revocation, RevocationKind, User, UserId, Username};
@@ -23,8 +30,11 @@ pub enum StoreError {
     #[error("already exists")]
     Conflict,
     /// The database URL is not one we support.
-    #[error("unsupported database URL {0:?} (expected sqlite://PATH)")]
+    #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
+    /// A parameter of the database URL is invalid.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -245,6 +255,8 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.chars().take(64).collect()))
     }
