@@ -159,4 +159,19 @@ mod tests {
             assert!(SpiffeId::parse(id).is_err(), "{id:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_round_trips(s in "\\PC{0,80}") {
+            if let Ok(id) = SpiffeId::parse(&s) {
+                proptest::prop_assert_eq!(id.to_string(), s);
+            }
+        }
+
+        #[test]
+        fn built_ids_parse_back(td in "[a-z0-9._-]{1,20}", path in "[A-Za-z0-9_-]{1,10}(/[A-Za-z0-9_-]{1,10}){0,3}") {
+            let id = SpiffeId::new(TrustDomain::parse(&td).unwrap(), ServiceName::parse(&path).unwrap());
+            proptest::prop_assert_eq!(SpiffeId::parse(&id.to_string()).unwrap(), id);
+        }
+    }
 }

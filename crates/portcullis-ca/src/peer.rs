@@ -6,7 +6,7 @@
 //! refuse a peer whose [`PeerIdentity::spiffe_id`] is `None` (no URI SAN, a
 //! non-SPIFFE URI, or several URIs), and should check the trust domain.
 
-use crate::SpiffeId;
+use crate::{SpiffeId, TrustDomain};
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,6 +33,14 @@ impl PeerIdentity {
             spiffe_id: spiffe_id(cert),
             thumbprint: x5t_s256(cert),
         }
+    }
+
+    /// The SPIFFE ID if it belongs to `trust_domain`: what an mTLS
+    /// authenticator accepts. `None` means refuse the peer.
+    pub fn workload_in(&self, trust_domain: &TrustDomain) -> Option<&SpiffeId> {
+        self.spiffe_id
+            .as_ref()
+            .filter(|id| id.trust_domain() == trust_domain)
     }
 }
 

@@ -7,7 +7,9 @@ mod common;
 
 use common::{Server, TestCa, name};
 use portcullis_ca::tls::ClientAuth;
-use portcullis_ca::{DEFAULT_LEAF_TTL, LeafSpec, OffsetDateTime, RevocationReason, x5t_s256};
+use portcullis_ca::{
+    DEFAULT_LEAF_TTL, LeafSpec, OffsetDateTime, RevocationReason, TrustDomain, x5t_s256,
+};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::time::Duration;
@@ -27,9 +29,14 @@ async fn valid_leaf_is_accepted_and_names_its_workload() {
         .await
         .unwrap()
         .expect("a client certificate");
+    let td = TrustDomain::parse(common::TRUST_DOMAIN).unwrap();
     assert_eq!(
-        peer.spiffe_id.unwrap().to_string(),
+        peer.workload_in(&td).unwrap().to_string(),
         "spiffe://test.portcullis/billing"
+    );
+    assert!(
+        peer.workload_in(&TrustDomain::parse("other").unwrap())
+            .is_none()
     );
     let der = CertificateDer::from_pem_slice(leaf.chain_pem.as_bytes()).unwrap();
     assert_eq!(peer.thumbprint, x5t_s256(&der));
