@@ -35,6 +35,7 @@
 pub mod client;
 pub mod http;
 pub mod jwks;
+pub mod policy;
 pub mod principal;
 pub mod revocation;
 pub mod validator;
