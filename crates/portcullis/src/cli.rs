@@ -82,6 +82,47 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Evaluate and test Cedar authorization policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Decide one request against a policy directory: prints the decision
+    /// and the deciding policies; exits 1 when denied.
+    Check {
+        /// Policy directory (schema.cedarschema and *.cedar).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The principal, JSON: {"id", "client_id", "roles", "scopes", "actors", "auth_method"}.
+        #[arg(long)]
+        principal: String,
+        /// The action name.
+        #[arg(long)]
+        action: String,
+        /// The resource, JSON: {"type", "id", "attrs"}.
+        #[arg(long)]
+        resource: String,
+        /// The context, a JSON object.
+        #[arg(long, default_value = "{}")]
+        context: String,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Run a TOML file of requests and expected decisions (`[[case]]` with
+    /// name, principal, action, resource, context, expect = "allow"|"deny",
+    /// optional policies); exits 1 if any case fails. For CI of policy repos.
+    Test {
+        /// Policy directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cases file.
+        cases: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

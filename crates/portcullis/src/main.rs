@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod dev;
 mod gateway;
+mod policy;
 mod serve;
 
 use clap::Parser;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
             cli::Command::Keys { admin, command } => admin::keys(admin, command).await,
             cli::Command::Users { admin, command } => admin::users(admin, command).await,
             cli::Command::Ca { ca, command } => ca::run(ca, command, args.log).await,
+            cli::Command::Policy { command } => policy::run(command),
         }
     });
     match result {
