@@ -77,7 +77,8 @@ async fn create(server: &str, name: &str) {
         panic!(
             "PostgreSQL is not reachable at {server} ({e}). The PostgreSQL test run needs it: \
              start it (e.g. `service postgresql start`, database `test`, trust auth for \
-             127.0.0.1), set {TEST_POSTGRES_URL_ENV}, or unset {TEST_DATABASE_ENV} to test on SQLite"
+             127.0.0.1) or set {TEST_POSTGRES_URL_ENV}; only tests on SQLite run without it \
+             ({TEST_DATABASE_ENV} unset; tests/replicas.rs always needs PostgreSQL)"
         )
     });
     static SWEEP: Once = Once::new();
