@@ -9,15 +9,10 @@ cd "$(dirname "$0")/.."
 bash interop/install.sh
 cargo test --workspace --locked "$@"
 
-# Not run on PostgreSQL: tests that validate a config themselves while the
-# config still accepts only sqlite:// URLs (config.rs), and tests that open
-# the SQLite file of a server by its path (users.rs `stored_hash`).
-# Tests that build their own sqlite:// URL (key_rotation.rs key rings)
-# stay on SQLite in this run too.
+# Not run on PostgreSQL: tests that open the SQLite file of a server by its
+# path (users.rs `stored_hash`). Tests that build their own sqlite:// URL
+# (key_rotation.rs key rings) stay on SQLite in this run too.
 SQLITE_ONLY=(
-  a_wrong_master_key_refuses_to_start
-  the_exchange_configuration_is_checked
-  verify_password_accepts_only_the_right_password_of_an_enabled_user
   declared_password_hashes_are_stored_as_given
   declared_users_are_present_after_start_and_upserted_on_restart
   argon2_parameters_from_config_are_used

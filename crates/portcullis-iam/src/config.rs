@@ -546,8 +546,14 @@ impl RawConfig {
         let database_url = self
             .database_url
             .unwrap_or_else(|| "sqlite://portcullis.db".into());
-        if !database_url.starts_with("sqlite:") {
-            return Err(err("database_url", "expected sqlite://PATH"));
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            return Err(err(
+                "database_url",
+                "expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+            ));
         }
         let master_key = match (self.master_key, mode) {
             (Some(k), _) => MasterKey::from_base64(&Secret::new(k))

@@ -133,21 +133,10 @@ impl TestIam {
     }
 
     /// Starts a server on an existing directory and config.
-    pub async fn start_in(dir: TempDir, mut raw: RawConfig, clock: Arc<dyn Clock>) -> Self {
-        // Config validation may accept only `sqlite:` URLs yet: validate
-        // with a placeholder, then put the PostgreSQL URL back.
-        let postgres = raw
-            .database_url
-            .take_if(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
-        if postgres.is_some() {
-            raw.database_url = Some("sqlite://placeholder.db".into());
-        }
-        let mut config = raw
+    pub async fn start_in(dir: TempDir, raw: RawConfig, clock: Arc<dyn Clock>) -> Self {
+        let config = raw
             .validate(&|v| std::env::var(v).ok())
             .expect("valid test config");
-        if let Some(url) = postgres {
-            config.database_url = url;
-        }
         let server = portcullis_iam::server::start_with_clock(config, clock)
             .await
             .expect("server starts");
