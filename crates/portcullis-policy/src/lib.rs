@@ -166,7 +166,14 @@ impl Decision {
 
 /// A validated policy set.
 pub struct PolicyEngine {
-    policies: PolicySet,
+    /// The set sliced by action: for each action some policy names with
+    /// `action == Action::"…"`, the policies that can apply to it (those
+    /// plus every policy whose action is unconstrained or a list/group).
+    /// Evaluating a slice decides exactly as the whole set: a policy outside
+    /// it cannot apply to that action.
+    by_action: HashMap<String, PolicySet>,
+    /// The policies that can apply to an action no policy names.
+    unnamed: PolicySet,
     schema: Schema,
     /// Policy id → `file:line`-like name (`@id("…")` if given).
     names: HashMap<PolicyId, String>,
@@ -282,8 +289,10 @@ impl PolicyEngine {
                 .collect();
             return Err(PolicyError::Invalid(msgs.join("; ")));
         }
+        let (by_action, unnamed) = slice(&policies)?;
         Ok(Self {
-            policies,
+            by_action,
+            unnamed,
             schema,
             names,
             count,
@@ -379,7 +388,8 @@ impl PolicyEngine {
             Ok(v) => v,
             Err(e) => return Decision::deny(e),
         };
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        let set = self.by_action.get(action).unwrap_or(&self.unnamed);
+        let response = Authorizer::new().is_authorized(&request, set, &entities);
         let name = |id: &PolicyId| {
             self.names
                 .get(id)
@@ -396,6 +406,41 @@ impl PolicyEngine {
                 .collect(),
         }
     }
+}
+
+/// Slices `all` by action (see [`PolicyEngine`]): `action == A` policies
+/// go to A's slice only; unconstrained and `action in [...]` policies (an
+/// action group may contain any action) go to every slice.
+fn slice(all: &PolicySet) -> Result<(HashMap<String, PolicySet>, PolicySet), PolicyError> {
+    use cedar_policy::ActionConstraint;
+    let add = |set: &mut PolicySet, p: &cedar_policy::Policy| {
+        set.add(p.clone())
+            .map_err(|e| PolicyError::Invalid(e.to_string()))
+    };
+    let mut named: HashMap<String, Vec<&cedar_policy::Policy>> = HashMap::new();
+    let mut shared = Vec::new();
+    for p in all.policies() {
+        match p.action_constraint() {
+            ActionConstraint::Eq(uid) => named
+                .entry(uid.id().unescaped().to_owned())
+                .or_default()
+                .push(p),
+            _ => shared.push(p),
+        }
+    }
+    let mut unnamed = PolicySet::new();
+    for p in &shared {
+        add(&mut unnamed, p)?;
+    }
+    let mut by_action = HashMap::new();
+    for (action, own) in named {
+        let mut set = unnamed.clone();
+        for p in own {
+            add(&mut set, p)?;
+        }
+        by_action.insert(action, set);
+    }
+    Ok((by_action, unnamed))
 }
 
 /// A policy directory, reloaded when its files change. A set that does not
