@@ -37,6 +37,7 @@ static FIX: LazyLock<Fixture> = LazyLock::new(|| {
         client_id: "svc".into(),
         scope: Some("read".into()),
         act: None,
+        roles: Vec::new(),
     };
     let token = key.sign_access_token(&claims).unwrap();
     Fixture {

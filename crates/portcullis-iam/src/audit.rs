@@ -82,6 +82,11 @@ pub fn consent_given(user_id: &str, client_id: &str, scope: &str) {
     tracing::info!(target: TARGET, event = "consent_given", user_id, client_id, scope);
 }
 
+/// A role was created, updated or deleted.
+pub fn role_changed(name: &str, action: &'static str) {
+    tracing::info!(target: TARGET, event = "role_changed", role = name, action);
+}
+
 /// A token was exchanged (RFC 8693): who acted, for whom, from which token
 /// to which (by `jti`), for which audience.
 pub fn token_exchanged(actor: &str, sub: &str, from_jti: &str, jti: &str, aud: &str) {

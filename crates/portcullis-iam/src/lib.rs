@@ -44,6 +44,7 @@ pub mod keys;
 pub mod login;
 pub mod metrics;
 pub mod model;
+pub mod rbac;
 pub mod server;
 pub mod store;
 pub mod throttle;

@@ -317,3 +317,23 @@ pub struct User {
     /// Last change.
     pub updated_at: UnixTime,
 }
+
+/// A role (RBAC): the scopes it grants and who holds it besides the users
+/// that list it (members of `groups`, and `clients`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Role {
+    /// Unique name (also the value in tokens' `roles`).
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Scopes it grants.
+    pub scopes: Vec<String>,
+    /// Groups whose members hold it.
+    pub groups: Vec<String>,
+    /// Clients that hold it (for their client-credentials tokens).
+    pub clients: Vec<String>,
+    /// Created.
+    pub created_at: UnixTime,
+    /// Last changed.
+    pub updated_at: UnixTime,
+}

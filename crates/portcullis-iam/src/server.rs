@@ -182,6 +182,7 @@ pub async fn start_with_clock(
         cookies: crate::login::Cookies::for_issuer(issuer.as_str()),
         login: config.login.clone(),
         exchange: config.token_exchange.clone(),
+        roles: Arc::new(crate::rbac::RoleRegistry::new(store.clone(), clock.clone())),
     });
     if state.admin_token.is_none() {
         tracing::warn!("no admin_token configured: the admin API answers 503");

@@ -550,3 +550,101 @@ pub async fn users(args: AdminArgs, cmd: UsersCommand) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+fn role_body(name: Option<String>, f: crate::cli::RoleFields) -> Value {
+    let mut body = Map::new();
+    if let Some(n) = name {
+        body.insert("name".into(), n.into());
+    }
+    if let Some(d) = f.description {
+        body.insert("description".into(), d.into());
+    }
+    for (k, v) in [
+        ("scopes", f.scopes),
+        ("groups", f.groups),
+        ("clients", f.clients),
+    ] {
+        if let Some(v) = v {
+            body.insert(k.into(), v.into());
+        }
+    }
+    Value::Object(body)
+}
+
+fn role_path(name: &str) -> Result<String, Failure> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if !ok || name == "." || name == ".." {
+        return Err(Failure::Config(format!("{name:?} is not a role name")));
+    }
+    Ok(format!("/admin/roles/{name}"))
+}
+
+fn print_role(v: &Value) {
+    println!("name:        {}", v["name"].as_str().unwrap_or(""));
+    println!("description: {}", v["description"].as_str().unwrap_or(""));
+    println!("scopes:      {}", list(&v["scopes"]));
+    println!("groups:      {}", list(&v["groups"]));
+    println!("clients:     {}", list(&v["clients"]));
+}
+
+/// `portcullis roles …`.
+pub async fn roles(args: AdminArgs, cmd: crate::cli::RolesCommand) -> Result<(), Failure> {
+    use crate::cli::RolesCommand;
+    let admin = Admin::new(args)?;
+    let out = admin.output;
+    match cmd {
+        RolesCommand::Create { name, fields } => {
+            let v = admin
+                .call(
+                    Method::POST,
+                    "/admin/roles",
+                    Some(role_body(Some(name), fields)),
+                )
+                .await?;
+            emit(out, &v, print_role);
+        }
+        RolesCommand::List => {
+            let v = admin.call(Method::GET, "/admin/roles", None).await?;
+            emit(out, &v, |v| {
+                table_of(
+                    v,
+                    "roles",
+                    &["NAME", "SCOPES", "GROUPS", "CLIENTS", "DESCRIPTION"],
+                    |r| {
+                        vec![
+                            r["name"].as_str().unwrap_or("").into(),
+                            list(&r["scopes"]),
+                            list(&r["groups"]),
+                            list(&r["clients"]),
+                            r["description"].as_str().unwrap_or("").into(),
+                        ]
+                    },
+                )
+            });
+        }
+        RolesCommand::Show { name } => {
+            let v = admin.call(Method::GET, &role_path(&name)?, None).await?;
+            emit(out, &v, print_role);
+        }
+        RolesCommand::Update { name, fields } => {
+            let v = admin
+                .call(
+                    Method::PATCH,
+                    &role_path(&name)?,
+                    Some(role_body(None, fields)),
+                )
+                .await?;
+            emit(out, &v, print_role);
+        }
+        RolesCommand::Delete { name } => {
+            admin.call(Method::DELETE, &role_path(&name)?, None).await?;
+            emit(out, &json!({ "deleted": name }), |_| {
+                println!("deleted {name}")
+            });
+        }
+    }
+    Ok(())
+}

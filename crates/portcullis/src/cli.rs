@@ -75,6 +75,14 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Manage roles (RBAC: the scopes a role grants, the groups and clients
+    /// that hold it) through the admin API.
+    Roles {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: RolesCommand,
+    },
     /// The internal certificate authority: service certificates for mutual TLS.
     Ca {
         #[command(flatten)]
@@ -87,6 +95,53 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// Create a role.
+    Create {
+        /// Name: 1–64 of A-Z a-z 0-9 . _ - :
+        name: String,
+        #[command(flatten)]
+        fields: RoleFields,
+    },
+    /// List roles.
+    List,
+    /// Show one role.
+    Show {
+        /// Role name.
+        name: String,
+    },
+    /// Change a role (only the options given; a list replaces the old one).
+    Update {
+        /// Role name.
+        name: String,
+        #[command(flatten)]
+        fields: RoleFields,
+    },
+    /// Delete a role.
+    Delete {
+        /// Role name.
+        name: String,
+    },
+}
+
+/// The settable fields of a role.
+#[derive(Debug, Args)]
+pub struct RoleFields {
+    /// What the role is for.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Scopes it grants (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+    /// Groups whose members hold it (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Option<Vec<String>>,
+    /// Clients that hold it (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
             cli::Command::Clients { admin, command } => admin::clients(admin, command).await,
             cli::Command::Keys { admin, command } => admin::keys(admin, command).await,
             cli::Command::Users { admin, command } => admin::users(admin, command).await,
+            cli::Command::Roles { admin, command } => admin::roles(admin, command).await,
             cli::Command::Ca { ca, command } => ca::run(ca, command, args.log).await,
             cli::Command::Policy { command } => policy::run(command),
         }

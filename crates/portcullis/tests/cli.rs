@@ -640,3 +640,55 @@ async fn users_commands() {
         assert!(!text.contains(secret), "{secret:?} in the log");
     }
 }
+
+#[tokio::test]
+async fn roles_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
+    let (code, out, err) = cli(
+        &iam,
+        &[
+            "roles",
+            "create",
+            "operator",
+            "--description",
+            "Arms systems",
+            "--scopes",
+            "systems:arm,systems:disarm",
+            "--groups",
+            "ops",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        json(&out)["scopes"],
+        serde_json::json!(["systems:arm", "systems:disarm"])
+    );
+    let (code, _, err) = cli(&iam, &["roles", "create", "operator"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("409"), "{err}");
+    let (code, out, _) = cli(
+        &iam,
+        &["roles", "update", "operator", "--clients", "scheduler"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("clients:     scheduler") && out.contains("groups:      ops"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&iam, &["roles", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("operator") && out.contains("Arms systems"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&iam, &["roles", "show", "../x"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = cli(&iam, &["roles", "delete", "operator"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(&iam, &["roles", "show", "operator"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}

@@ -96,6 +96,9 @@ pub struct AccessTokenClaims {
     /// §4.1), nested for delegation chains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<serde_json::Value>,
+    /// The subject's roles (RFC 9068 §7.2.1.1), when it holds any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// The claims of an OpenID Connect ID token (OIDC Core §2, §3.1.3.6).

@@ -66,6 +66,7 @@ mod tests {
             client_id: "svc".into(),
             scope: Some("read".into()),
             act: None,
+            roles: Vec::new(),
         }
     }
 

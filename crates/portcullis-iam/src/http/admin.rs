@@ -373,6 +373,56 @@ async fn revoke_consent(
     }
 }
 
+impl From<crate::rbac::RoleError> for AdminError {
+    fn from(e: crate::rbac::RoleError) -> Self {
+        use crate::rbac::RoleError;
+        match e {
+            RoleError::Invalid(m) => Self(StatusCode::BAD_REQUEST, "invalid_request", m),
+            RoleError::NotFound => Self(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            RoleError::Conflict => Self(StatusCode::CONFLICT, "conflict", e.to_string()),
+            RoleError::Store(e) => UserError::from(e).into(),
+        }
+    }
+}
+
+async fn list_roles(State(s): State<SharedState>) -> Result<Response, AdminError> {
+    let roles = s.roles.all().await.map_err(UserError::from)?;
+    Ok(Json(json!({ "roles": *roles })).into_response())
+}
+
+async fn create_role(
+    State(s): State<SharedState>,
+    body: Result<Json<crate::rbac::RoleInput>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(input) = body.map_err(bad_json)?;
+    let role = s.roles.create(input).await?;
+    Ok((StatusCode::CREATED, Json(role)).into_response())
+}
+
+async fn show_role(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(Json(s.roles.get(&name).await?).into_response())
+}
+
+async fn update_role(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+    body: Result<Json<crate::rbac::RoleInput>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(input) = body.map_err(bad_json)?;
+    Ok(Json(s.roles.update(&name, input).await?).into_response())
+}
+
+async fn delete_role(
+    State(s): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Response, AdminError> {
+    s.roles.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The admin routes, behind the admin-token check.
 pub fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
@@ -390,6 +440,11 @@ pub fn router(state: SharedState) -> Router<SharedState> {
             get(show_user).patch(update_user).delete(delete_user),
         )
         .route("/admin/users/{user}/password", post(set_password))
+        .route("/admin/roles", get(list_roles).post(create_role))
+        .route(
+            "/admin/roles/{name}",
+            get(show_role).patch(update_role).delete(delete_role),
+        )
         .route("/admin/users/{user}/consents", get(list_consents))
         .route(
             "/admin/users/{user}/consents/{client}",

@@ -56,6 +56,8 @@ struct Issue<'a> {
     user: &'a User,
     scope: &'a str,
     audiences: &'a [String],
+    /// The user's roles now (RBAC).
+    roles: &'a [String],
     jti: String,
     ttl: u64,
     auth_time: UnixTime,
@@ -78,6 +80,7 @@ fn respond(s: &SharedState, i: Issue<'_>, refresh: Option<&str>) -> Result<Respo
         client_id: i.client.id.to_string(),
         scope: (!i.scope.is_empty()).then(|| i.scope.to_owned()),
         act: None,
+        roles: i.roles.to_vec(),
     };
     let access = mint_access_token(s, i.grant, &claims, i.now)?;
     let mut body = json!({
@@ -201,6 +204,9 @@ pub(super) async fn authorization_code(
     let Some(user) = enabled_user(s, &row.user_id).await? else {
         return Err(invalid_grant("the user can no longer sign in"));
     };
+    // Roles: scopes some role grants only for holders of such a role.
+    let held = s.roles.for_user(&user).await?;
+    let scope = held.filter(&row.scope);
     let ttl = access_ttl(s, client);
     let jti = random_token(16).map_err(internal)?;
     let refresh = new_refresh(s, client, now)?;
@@ -209,7 +215,7 @@ pub(super) async fn authorization_code(
         client_id: client.id.to_string(),
         user_id: row.user_id.clone(),
         sid: row.sid.clone(),
-        scope: row.scope.clone(),
+        scope: scope.clone(),
         audiences: row.audiences.clone(),
         auth_time: row.auth_time,
         expires_at: now + s.login.refresh_max_ttl,
@@ -231,8 +237,9 @@ pub(super) async fn authorization_code(
         client,
         grant: GrantType::AuthorizationCode,
         user: &user,
-        scope: &row.scope,
+        scope: &scope,
         audiences: &row.audiences,
+        roles: &held.roles,
         jti,
         ttl,
         auth_time: row.auth_time,
@@ -314,13 +321,15 @@ pub(super) async fn refresh_token(
         s.store.revoke_grant(&grant.id, now).await?;
         return Err(invalid_grant("the user can no longer sign in"));
     };
-    let scope = scope.unwrap_or_else(|| grant.scope.clone());
+    let held = s.roles.for_user(&user).await?;
+    let scope = held.filter(&scope.unwrap_or_else(|| grant.scope.clone()));
     let issue = Issue {
         client,
         grant: GrantType::RefreshToken,
         user: &user,
         scope: &scope,
         audiences: &grant.audiences,
+        roles: &held.roles,
         jti,
         ttl,
         auth_time: grant.auth_time,

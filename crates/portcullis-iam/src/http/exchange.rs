@@ -100,6 +100,17 @@ pub(super) async fn token_exchange(
         client_id: client.id.to_string(),
         scope: (!decision.scope.is_empty()).then(|| decision.scope.clone()),
         act: Some(decision.act),
+        // The subject's roles travel with it.
+        roles: subject
+            .extra
+            .get("roles")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let token = mint_access_token(s, GrantType::TokenExchange, &claims, now)?;
     crate::audit::token_exchanged(

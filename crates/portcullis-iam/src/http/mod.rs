@@ -85,6 +85,8 @@ pub struct AppState {
     pub cookies: crate::login::Cookies,
     /// Who may exchange which tokens (RFC 8693).
     pub exchange: crate::exchange::ExchangePolicy,
+    /// Roles (RBAC).
+    pub roles: Arc<crate::rbac::RoleRegistry>,
 }
 
 /// Shared state handle.

@@ -18,6 +18,7 @@ use portcullis_core::oauth::{ErrorCode, OAuthError};
 use serde::Deserialize;
 use serde_json::json;
 use std::fmt::Write as _;
+use std::str::FromStr;
 
 use crate::metrics::names;
 
@@ -118,7 +119,9 @@ async fn issue(
     }
     let client_named = |e: ApiError| (Some(client.id.to_string()), e);
     match grant {
-        GrantType::ClientCredentials => client_credentials(s, &client, form).map_err(client_named),
+        GrantType::ClientCredentials => client_credentials(s, &client, form)
+            .await
+            .map_err(client_named),
         GrantType::AuthorizationCode => super::code_grant::authorization_code(s, &client, form)
             .await
             .map_err(client_named),
@@ -167,12 +170,30 @@ pub(super) fn mint_access_token(
     Ok(token)
 }
 
-fn client_credentials(
+async fn client_credentials(
     s: &SharedState,
     client: &Client,
     form: &super::form::FormParams,
 ) -> Result<Response, ApiError> {
     let scope = crate::grant::resolve_scope(client, form.get("scope"))?;
+    // Roles: a scope some role grants needs a role the client holds; asked
+    // for explicitly it is refused, among the defaults it is left out.
+    let held = s.roles.for_client(client.id.as_str()).await?;
+    let scope = match (form.get("scope"), held.refused(&scope.to_string())) {
+        (Some(_), Some(bad)) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!(
+                    "scope {:?} needs a role this client does not hold",
+                    super::form::truncate(bad)
+                ),
+            )
+            .into());
+        }
+        (None, Some(_)) => portcullis_core::ScopeSet::from_str(&held.filter(&scope.to_string()))
+            .map_err(|e| ApiError::internal(&e))?,
+        (_, None) => scope,
+    };
     let aud = crate::grant::resolve_audience(client, form.get_all("resource"))?;
     let now = s.clock.now();
     let ttl = access_ttl(s, client);
@@ -189,6 +210,7 @@ fn client_credentials(
         client_id: client.id.to_string(),
         scope: (!scope_str.is_empty()).then(|| scope_str.clone()),
         act: None,
+        roles: held.roles,
     };
     let access_token = mint_access_token(s, GrantType::ClientCredentials, &claims, now)?;
     Ok(token_response(&access_token, ttl, &scope_str))

@@ -217,6 +217,15 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes one grant and every access token issued under it.
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> Result<bool, StoreError>;
 
+    /// Every role, by name.
+    async fn list_roles(&self) -> Result<Vec<crate::model::Role>, StoreError>;
+    /// Creates a role ([`StoreError::Conflict`] if the name is taken).
+    async fn create_role(&self, role: &crate::model::Role) -> Result<(), StoreError>;
+    /// Replaces a role; false if there is none of that name.
+    async fn update_role(&self, role: &crate::model::Role) -> Result<bool, StoreError>;
+    /// Deletes a role; false if there was none.
+    async fn delete_role(&self, name: &str) -> Result<bool, StoreError>;
+
     /// What `user_id` approved for `client_id`, if anything.
     async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<Consent>, StoreError>;
     /// Records an approval, replacing the one stored.

@@ -536,3 +536,40 @@ pub(super) const SAVE_CONSENT: &str = "INSERT INTO consents \
     (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
     ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, \
     granted_at = excluded.granted_at";
+
+pub(super) const INSERT_ROLE: &str = "INSERT INTO roles (name, description, scopes, \
+     member_groups, member_clients, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(super) const UPDATE_ROLE: &str = "UPDATE roles SET description = $2, scopes = $3, \
+     member_groups = $4, member_clients = $5, created_at = $6, updated_at = $7 WHERE name = $1";
+
+/// Binds a role's columns in the order of [`INSERT_ROLE`] and [`UPDATE_ROLE`].
+pub(super) fn bind_role<'q, DB>(
+    q: sqlx::query::Query<'q, DB, DB::Arguments>,
+    r: &'q crate::model::Role,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(r.name.as_str())
+        .bind(r.description.as_str())
+        .bind(json_list(&r.scopes))
+        .bind(json_list(&r.groups))
+        .bind(json_list(&r.clients))
+        .bind(i(r.created_at))
+        .bind(i(r.updated_at))
+}
+
+pub(super) fn role_from_row(row: &impl Cols) -> Result<crate::model::Role, StoreError> {
+    Ok(crate::model::Role {
+        name: row.text("name")?,
+        description: row.text("description")?,
+        scopes: row.list("scopes")?,
+        groups: row.list("member_groups")?,
+        clients: row.list("member_clients")?,
+        created_at: u(row.int("created_at")?),
+        updated_at: u(row.int("updated_at")?),
+    })
+}

@@ -191,6 +191,40 @@ macro_rules! sql_store_impl {
                 Ok(n)
             }
 
+            // ----- Roles ---------------------------------------------------------
+
+            async fn list_roles(&self) -> Result<Vec<crate::model::Role>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM roles ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(super::rows::role_from_row).collect()
+            }
+
+            async fn create_role(&self, role: &crate::model::Role) -> Result<(), StoreError> {
+                unique(
+                    super::rows::bind_role(sqlx::query(super::rows::INSERT_ROLE), role)
+                        .execute(&self.pool)
+                        .await,
+                )?;
+                Ok(())
+            }
+
+            async fn update_role(&self, role: &crate::model::Role) -> Result<bool, StoreError> {
+                let done = super::rows::bind_role(sqlx::query(super::rows::UPDATE_ROLE), role)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+                let n = sqlx::query("DELETE FROM roles WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
             // ----- Users ---------------------------------------------------------
 
             async fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
