@@ -90,10 +90,53 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Get a token, or decode and verify one (debugging).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Evaluate and test Cedar authorization policies.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Get an access token with the client-credentials grant and print it.
+    Get {
+        /// The IAM server's issuer URL.
+        #[arg(long, env = "PORTCULLIS_ISSUER")]
+        issuer: String,
+        /// Client id.
+        #[arg(long)]
+        client_id: String,
+        /// Environment variable holding the client secret (never a flag).
+        #[arg(long, default_value = "PORTCULLIS_CLIENT_SECRET")]
+        client_secret_env: String,
+        /// Scopes (space- or comma-separated).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Audiences (RFC 8707 resource), repeatable.
+        #[arg(long)]
+        resource: Vec<String>,
+        /// Output format (json: the whole token response).
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Decode a JWT access token, verify it against its issuer's JWKS and say
+    /// whether it is valid, and if not, why. Exits 1 when it is not.
+    Inspect {
+        /// The token; `-` or absent reads it from stdin.
+        token: Option<String>,
+        /// Verify against this issuer (default: the token's own `iss`, which
+        /// proves only that the token is consistent with itself).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Also require this audience.
+        #[arg(long)]
+        audience: Option<String>,
     },
 }
 

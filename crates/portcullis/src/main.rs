@@ -12,6 +12,7 @@ mod dev;
 mod gateway;
 mod policy;
 mod serve;
+mod token;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             cli::Command::Roles { admin, command } => admin::roles(admin, command).await,
             cli::Command::Ca { ca, command } => ca::run(ca, command, args.log).await,
             cli::Command::Policy { command } => policy::run(command),
+            cli::Command::Token { command } => token::run(command).await,
         }
     });
     match result {

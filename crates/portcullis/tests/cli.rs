@@ -692,3 +692,108 @@ async fn roles_commands() {
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
 }
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn token_get_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
+    let (code, out, err) = cli(
+        &iam,
+        &[
+            "clients",
+            "create",
+            "--id",
+            "debug",
+            "--scope",
+            "read",
+            "--audience",
+            "api-1",
+            "--default-audience",
+            "api-1",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let secret = json(&out)["client_secret"].as_str().unwrap().to_owned();
+    let base = iam.base();
+    let (code, token, err) = run_env(
+        &[
+            "token",
+            "get",
+            "--issuer",
+            &base,
+            "--client-id",
+            "debug",
+            "--scope",
+            "read",
+        ],
+        &[("PORTCULLIS_CLIENT_SECRET", &secret)],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+
+    let (code, out, _) = run_env(&["token", "inspect", &token, "--issuer", &base], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("VALID") && out.contains("\"client_id\": \"debug\""),
+        "{out}"
+    );
+    let (code, out, _) = run_env(&["token", "inspect", &token, "--audience", "api-2"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("INVALID: the audience") && out.contains("pass --issuer"),
+        "{out}"
+    );
+    // A tampered payload: the signature no longer holds.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut claims = serde_json::from_slice::<Value>(&base64_decode(&parts[1])).unwrap();
+    claims["scope"] = "read write".into();
+    parts[1] = base64_encode(&serde_json::to_vec(&claims).unwrap());
+    let (code, out, _) = run_env(
+        &["token", "inspect", &parts.join("."), "--issuer", &base],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("INVALID: token signature is invalid"), "{out}");
+    // A wrong secret is refused with the server's error; a missing one is a usage error.
+    let (code, _, err) = run_env(
+        &["token", "get", "--issuer", &base, "--client-id", "debug"],
+        &[("PORTCULLIS_CLIENT_SECRET", "nope")],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid_client"), "{err}");
+    let (code, _, err) = run_env(
+        &["token", "get", "--issuer", &base, "--client-id", "debug"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run_env(&["token", "inspect", "not-a-jwt"], &[]);
+    assert_eq!(code, 1);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
