@@ -16,7 +16,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::RwLock;
 
 /// How long the role list is cached.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
@@ -112,7 +111,9 @@ fn held(all: &[Role], holds: impl Fn(&Role) -> bool, direct: &[String]) -> Held 
 pub struct RoleRegistry {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    cache: RwLock<Option<(Arc<Vec<Role>>, Instant)>>,
+    /// The role list and when it was read; lock-free to read (every token
+    /// issuance looks at it).
+    cache: arc_swap::ArcSwapOption<(Arc<Vec<Role>>, Instant)>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -145,24 +146,25 @@ impl RoleRegistry {
         Self {
             store,
             clock,
-            cache: RwLock::new(None),
+            cache: arc_swap::ArcSwapOption::empty(),
         }
     }
 
     /// Every role (cached for [`CACHE_TTL`]).
     pub async fn all(&self) -> Result<Arc<Vec<Role>>, StoreError> {
-        if let Some((roles, at)) = self.cache.read().await.as_ref()
-            && at.elapsed() < CACHE_TTL
+        if let Some(cached) = self.cache.load().as_deref()
+            && cached.1.elapsed() < CACHE_TTL
         {
-            return Ok(roles.clone());
+            return Ok(cached.0.clone());
         }
         let roles = Arc::new(self.store.list_roles().await?);
-        *self.cache.write().await = Some((roles.clone(), Instant::now()));
+        self.cache
+            .store(Some(Arc::new((roles.clone(), Instant::now()))));
         Ok(roles)
     }
 
     async fn invalidate(&self) {
-        *self.cache.write().await = None;
+        self.cache.store(None);
     }
 
     /// What a user holds: the roles they list, and those of their groups.
