@@ -19,9 +19,8 @@ pub mod store;
 
 use crate::config::BffConfig;
 use crate::pipeline::authn::{AuthnError, Identity};
-use crate::pipeline::full;
 use crate::pipeline::proxy::Body;
-use aws_lc_rs::digest;
+use crate::pipeline::{full, now};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -57,13 +56,7 @@ pub fn is_local_path(p: &str) -> bool {
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, b).as_ref());
-    out
-}
-
-fn now() -> u64 {
-    portcullis_core::Clock::now(&portcullis_core::SystemClock)
+    crate::pipeline::authn::sha256(&[b])
 }
 
 /// Why the BFF could not start.
@@ -78,7 +71,7 @@ pub enum BffError {
 }
 
 /// The tokens of a session, sealed in its row.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Tokens {
     access: String,
     refresh: Option<String>,
@@ -588,11 +581,7 @@ impl Bff {
             row.last_seen = t;
             let fresh = Arc::new(Live {
                 row,
-                tokens: Tokens {
-                    access: live.tokens.access.clone(),
-                    refresh: live.tokens.refresh.clone(),
-                    id: live.tokens.id.clone(),
-                },
+                tokens: live.tokens.clone(),
                 bearer: live.bearer.clone(),
             });
             self.sessions.insert(key, fresh.clone()).await;

@@ -92,7 +92,8 @@ pub enum Method {
     Session(Arc<crate::bff::Bff>),
 }
 
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+/// SHA-256 of the concatenated parts.
+pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for p in parts {
         ctx.update(p);
@@ -263,7 +264,8 @@ impl Method {
                         expires_at: Some(p.expires_at),
                         credential_digest: sha256(&[token.as_bytes()]),
                         bearer: None,
-                        actors: portcullis_policy::Principal::actors_of(p.claims.extra.get("act")),
+                        // The service library already read the `act` chain.
+                        actors: p.actors.iter().map(|a| a.subject.clone()).collect(),
                     })),
                     Err(AuthError::Unavailable(_)) => Err(AuthnError::Unavailable),
                     Err(e) => Err(AuthnError::Invalid {

@@ -45,7 +45,8 @@ pub async fn handle(
     resp
 }
 
-fn now() -> u64 {
+/// Unix time now.
+pub(crate) fn now() -> u64 {
     portcullis_core::Clock::now(&portcullis_core::SystemClock)
 }
 

@@ -179,7 +179,8 @@ async fn client_credentials(
     // Roles: a scope some role grants needs a role the client holds; asked
     // for explicitly it is refused, among the defaults it is left out.
     let held = s.roles.for_client(client.id.as_str()).await?;
-    let scope = match (form.get("scope"), held.refused(&scope.to_string())) {
+    let asked = scope.to_string();
+    let scope = match (form.get("scope"), held.refused(&asked)) {
         (Some(_), Some(bad)) => {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
@@ -190,7 +191,7 @@ async fn client_credentials(
             )
             .into());
         }
-        (None, Some(_)) => portcullis_core::ScopeSet::from_str(&held.filter(&scope.to_string()))
+        (None, Some(_)) => portcullis_core::ScopeSet::from_str(&held.filter(&asked))
             .map_err(|e| ApiError::internal(&e))?,
         (_, None) => scope,
     };
