@@ -38,6 +38,7 @@ static FIX: LazyLock<Fixture> = LazyLock::new(|| {
         scope: Some("read".into()),
         act: None,
         roles: Vec::new(),
+        cnf: None,
     };
     let token = key.sign_access_token(&claims).unwrap();
     Fixture {

@@ -99,6 +99,18 @@ pub struct AccessTokenClaims {
     /// The subject's roles (RFC 9068 §7.2.1.1), when it holds any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Confirmation (RFC 7800): for a certificate-bound token (RFC 8705
+    /// §3.1) the SHA-256 thumbprint of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a certificate-bound access token (RFC 8705 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url (unpadded) SHA-256 of the DER certificate.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 /// The claims of an OpenID Connect ID token (OIDC Core §2, §3.1.3.6).

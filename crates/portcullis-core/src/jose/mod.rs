@@ -13,7 +13,7 @@ pub mod validate;
 mod verify;
 
 pub use assertion::{AssertionError, AssertionPolicy, VerifiedAssertion, verify_client_assertion};
-pub use claims::{AccessTokenClaims, Audiences, IdTokenClaims, at_hash};
+pub use claims::{AccessTokenClaims, Audiences, Confirmation, IdTokenClaims, at_hash};
 pub use keys::{KeyError, SigningAlgorithm, SigningKey};
 pub use validate::{Policy, TokenClaims, ValidationError, VerifyKey};
 pub use verify::TokenVerifier;

@@ -67,6 +67,7 @@ mod tests {
             scope: Some("read".into()),
             act: None,
             roles: Vec::new(),
+            cnf: None,
         }
     }
 

@@ -81,6 +81,7 @@ fn respond(s: &SharedState, i: Issue<'_>, refresh: Option<&str>) -> Result<Respo
         scope: (!i.scope.is_empty()).then(|| i.scope.to_owned()),
         act: None,
         roles: i.roles.to_vec(),
+        cnf: None,
     };
     let access = mint_access_token(s, i.grant, &claims, i.now)?;
     let mut body = json!({

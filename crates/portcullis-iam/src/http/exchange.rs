@@ -111,6 +111,7 @@ pub(super) async fn token_exchange(
                     .collect()
             })
             .unwrap_or_default(),
+        cnf: None,
     };
     let token = mint_access_token(s, GrantType::TokenExchange, &claims, now)?;
     crate::audit::token_exchanged(

@@ -212,6 +212,7 @@ async fn client_credentials(
         scope: (!scope_str.is_empty()).then(|| scope_str.clone()),
         act: None,
         roles: held.roles,
+        cnf: None,
     };
     let access_token = mint_access_token(s, GrantType::ClientCredentials, &claims, now)?;
     Ok(token_response(&access_token, ttl, &scope_str))
