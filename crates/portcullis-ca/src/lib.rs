@@ -17,6 +17,13 @@
 //!   mutual TLS with CRLs, and the client side); [`Reloading`] rebuilds and
 //!   swaps a server configuration when its files change, because rustls
 //!   fixes the CRLs of a configuration when it is built.
+//! - [`tls::Acceptor`] runs the server handshake with the current
+//!   configuration (bounded by a timeout) and returns the client's
+//!   [`PeerCertificate`]; [`tls::serve`] is the HTTP-over-TLS accept loop
+//!   the servers share, which puts that certificate into every request's
+//!   extensions. Client authentication is none, optional or required, and
+//!   may admit self-signed certificates (RFC 8705 §2.2) as
+//!   "chain not verified".
 //! - [`PeerIdentity`] reads the SPIFFE ID and the `x5t#S256` thumbprint off
 //!   a verified peer certificate, for the mTLS authenticator and RFC 8705
 //!   certificate-bound tokens.
@@ -36,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+mod acceptor;
 mod authority;
 mod error;
 mod files;
@@ -51,7 +59,7 @@ pub use authority::{
 };
 pub use error::CaError;
 pub use names::{ServiceName, SpiffeId, TrustDomain};
-pub use peer::{PeerIdentity, spiffe_id, x5t_s256};
+pub use peer::{PeerCertificate, PeerIdentity, spiffe_id, x5t_s256};
 pub use reload::Reloading;
 pub use state::{IssuedCert, Revocation, RevocationReason};
 pub use time::OffsetDateTime;

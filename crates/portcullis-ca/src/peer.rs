@@ -11,6 +11,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 
 /// The identity read from a peer's end-entity certificate.
@@ -62,4 +63,66 @@ pub fn spiffe_id(cert: &CertificateDer<'_>) -> Option<SpiffeId> {
         return None;
     }
     SpiffeId::parse(uri).ok()
+}
+
+/// The certificate a TLS peer presented, as the listener saw it: the chain
+/// (leaf first), the leaf's `x5t#S256`, and whether the chain verified
+/// against the listener's roots and CRLs.
+///
+/// [`crate::tls::serve`] puts one into the extensions of every HTTP request
+/// that arrived on a connection with a client certificate, so handlers read
+/// it the same way everywhere (with axum: `Option<Extension<PeerCertificate>>`).
+/// No extension means no certificate (or no TLS).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate {
+    chain: Arc<[CertificateDer<'static>]>,
+    thumbprint: Arc<str>,
+    chain_verified: bool,
+}
+
+impl PeerCertificate {
+    /// A peer certificate from the chain a TLS handshake accepted (leaf
+    /// first; `None` when empty). `chain_verified` says whether it chained
+    /// to a trusted root; `false` only for a self-signed certificate that a
+    /// listener with [`ClientTrust::allow_self_signed`](crate::tls::ClientTrust::allow_self_signed)
+    /// admitted.
+    pub fn new(chain: Vec<CertificateDer<'static>>, chain_verified: bool) -> Option<Self> {
+        let thumbprint = x5t_s256(chain.first()?).into();
+        Some(Self {
+            chain: chain.into(),
+            thumbprint,
+            chain_verified,
+        })
+    }
+
+    /// The end-entity certificate.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        // `new` refuses an empty chain.
+        &self.chain[0]
+    }
+
+    /// The whole chain as presented, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// The leaf's `x5t#S256` thumbprint (RFC 8705 §3.1).
+    pub fn x5t_s256(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// Whether the chain verified against the listener's roots and CRLs.
+    /// `false` means a self-signed certificate admitted without a chain:
+    /// trust it only if it is one the client registered.
+    pub fn chain_verified(&self) -> bool {
+        self.chain_verified
+    }
+
+    /// The SPIFFE ID and thumbprint of the leaf.
+    pub fn identity(&self) -> PeerIdentity {
+        PeerIdentity {
+            spiffe_id: spiffe_id(self.leaf()),
+            thumbprint: self.thumbprint.to_string(),
+        }
+    }
 }

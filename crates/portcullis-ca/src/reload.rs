@@ -6,7 +6,7 @@
 //! accepted keep the one they started with. A file that does not load
 //! leaves the running configuration in place.
 
-use crate::tls::{ServerTlsFiles, TlsError, server_config};
+use crate::tls::{ClientVerifier, ServerTlsFiles, TlsError, build_server};
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use std::path::Path;
@@ -27,12 +27,31 @@ fn stamp(files: &ServerTlsFiles) -> Stamp {
         .collect()
 }
 
+/// One built configuration, and the verifier that can tell a verified
+/// client chain from an admitted self-signed certificate.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) self_signed: Option<Arc<ClientVerifier>>,
+}
+
+impl Loaded {
+    fn build(files: &ServerTlsFiles) -> Result<Self, TlsError> {
+        let (config, self_signed) = build_server(files)?;
+        Ok(Self {
+            config: Arc::new(config),
+            self_signed,
+        })
+    }
+}
+
 /// A hot-reloadable [`ServerConfig`]. Take [`Reloading::current`] for each
-/// accepted connection (e.g. `TlsAcceptor::from(reloading.current())`).
+/// accepted connection (e.g. `TlsAcceptor::from(reloading.current())`), or
+/// let [`crate::tls::Acceptor`] do it and read the peer's certificate too.
 #[derive(Debug)]
 pub struct Reloading {
     files: ServerTlsFiles,
-    current: ArcSwap<ServerConfig>,
+    current: ArcSwap<Loaded>,
     loaded: Mutex<Stamp>,
 }
 
@@ -40,7 +59,7 @@ impl Reloading {
     /// Builds the first configuration; fails if the files do not load.
     pub fn new(files: ServerTlsFiles) -> Result<Self, TlsError> {
         let loaded = stamp(&files);
-        let config = server_config(&files)?;
+        let config = Loaded::build(&files)?;
         Ok(Self {
             files,
             current: ArcSwap::from_pointee(config),
@@ -50,6 +69,15 @@ impl Reloading {
 
     /// The configuration to use for the next connection.
     pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load().config.clone()
+    }
+
+    /// The files the configuration is built from.
+    pub fn files(&self) -> &ServerTlsFiles {
+        &self.files
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Loaded> {
         self.current.load_full()
     }
 
@@ -62,7 +90,7 @@ impl Reloading {
         // Record the stamp even on failure, so a bad file is reported once,
         // not on every poll; fixing it changes the stamp again.
         *loaded = before;
-        let config = server_config(&self.files)?;
+        let config = Loaded::build(&self.files)?;
         self.current.store(Arc::new(config));
         Ok(())
     }

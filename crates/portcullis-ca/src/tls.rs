@@ -2,16 +2,27 @@
 //! (client certificates checked against our root and the CRLs), and the
 //! client side for mTLS to upstreams.
 //!
+//! [`Acceptor`] runs server handshakes with a [`Reloading`](crate::Reloading)
+//! configuration and returns the client's [`PeerCertificate`](crate::PeerCertificate);
+//! [`serve`] is the HTTP accept loop built on it.
+//!
 //! The crypto provider is always aws-lc-rs, passed explicitly, so nothing
 //! depends on a process-wide default being installed.
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub use crate::acceptor::{AcceptError, Acceptor, DEFAULT_HANDSHAKE_TIMEOUT, serve};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,26 @@ pub struct ClientTrust {
     /// PEM CRLs (the CA's `crl.pem`). Only the client's own certificate is
     /// checked against them; the intermediate is trusted by its signature.
     pub crls: Vec<PathBuf>,
+    /// Also admit a *self-signed* client certificate that no root vouches
+    /// for (RFC 8705 §2.2 `self_signed_tls_client_auth`): the handshake
+    /// signature is still checked, so the peer holds the key, and the
+    /// certificate must be within its validity period; but the connection's
+    /// [`PeerCertificate::chain_verified`](crate::PeerCertificate::chain_verified)
+    /// is `false`, and only an application check against a certificate the
+    /// client registered may trust it. Certificates from an unknown CA (not
+    /// self-signed) are still refused.
+    pub allow_self_signed: bool,
+}
+
+impl ClientTrust {
+    /// Trust `roots` with `crls`, refusing self-signed certificates.
+    pub fn new(roots: impl Into<PathBuf>, crls: Vec<PathBuf>) -> Self {
+        Self {
+            roots: roots.into(),
+            crls,
+            allow_self_signed: false,
+        }
+    }
 }
 
 /// The files a TLS listener is built from.
@@ -96,29 +127,45 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Builds a server configuration from `files`.
 pub fn server_config(files: &ServerTlsFiles) -> Result<ServerConfig, TlsError> {
+    Ok(build_server(files)?.0)
+}
+
+/// The configuration and, when self-signed client certificates are
+/// admitted, the verifier (to tell afterwards which ones chained).
+pub(crate) fn build_server(
+    files: &ServerTlsFiles,
+) -> Result<(ServerConfig, Option<Arc<ClientVerifier>>), TlsError> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let builder = match &files.client_auth {
-        ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Required(trust) => {
-            builder.with_client_cert_verifier(client_verifier(trust, provider, false)?)
-        }
-        ClientAuth::Optional(trust) => {
-            builder.with_client_cert_verifier(client_verifier(trust, provider, true)?)
+    let (trust, optional) = match &files.client_auth {
+        ClientAuth::None => (None, false),
+        ClientAuth::Required(trust) => (Some(trust), false),
+        ClientAuth::Optional(trust) => (Some(trust), true),
+    };
+    let (builder, kept) = match trust {
+        None => (builder.with_no_client_auth(), None),
+        Some(trust) => {
+            let webpki = webpki_verifier(trust, provider.clone(), optional)?;
+            if trust.allow_self_signed {
+                let v = Arc::new(ClientVerifier { webpki, provider });
+                (builder.with_client_cert_verifier(v.clone()), Some(v))
+            } else {
+                (builder.with_client_cert_verifier(webpki), None)
+            }
         }
     };
     let mut config =
         builder.with_single_cert(load_certs(&files.cert_chain)?, load_key(&files.key)?)?;
     config.alpn_protocols = files.alpn_protocols.clone();
-    Ok(config)
+    Ok((config, kept))
 }
 
-fn client_verifier(
+fn webpki_verifier(
     trust: &ClientTrust,
     provider: Arc<CryptoProvider>,
     optional: bool,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut crls = Vec::new();
     for path in &trust.crls {
         crls.extend(load_crls(path)?);
@@ -133,6 +180,109 @@ fn client_verifier(
         builder
     };
     Ok(builder.build()?)
+}
+
+/// The client-certificate verifier of a listener that also admits
+/// self-signed certificates (RFC 8705 §2.2). Everything goes to rustls'
+/// [`WebPkiClientVerifier`] first; only when it answers "unknown issuer"
+/// for a certificate that is self-issued (issuer = subject) and within its
+/// validity period is the certificate admitted, without a chain. The
+/// handshake signature is checked the same way in both cases (rustls'
+/// `verify_tls12_signature` / `verify_tls13_signature` against the
+/// certificate's key), so the peer proved it holds the key.
+#[derive(Debug)]
+pub(crate) struct ClientVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientVerifier {
+    /// Whether `chain` verifies against the roots and CRLs (not merely
+    /// admitted as self-signed).
+    pub(crate) fn chain_verifies(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> bool {
+        match chain.split_first() {
+            Some((leaf, rest)) => self.webpki.verify_client_cert(leaf, rest, now).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Whether `der` is a self-issued certificate valid at `now`.
+fn self_signed_and_current(der: &CertificateDer<'_>, now: UnixTime) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return false;
+    };
+    let Ok(now) = x509_parser::time::ASN1Time::from_timestamp(
+        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+    ) else {
+        return false;
+    };
+    cert.issuer().as_raw() == cert.subject().as_raw() && cert.validity().is_valid_at(now)
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            )) if self_signed_and_current(end_entity, now) => Ok(ClientCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Builds a client configuration trusting the roots in `roots` (PEM) and,

@@ -81,10 +81,7 @@ impl TestCa {
     }
 
     pub fn trust(&self) -> ClientTrust {
-        ClientTrust {
-            roots: self.root(),
-            crls: vec![self.crl()],
-        }
+        ClientTrust::new(self.root(), vec![self.crl()])
     }
 }
 
@@ -103,6 +100,27 @@ pub fn write_identity(dir: &Path, label: &str, leaf: &IssuedLeaf) -> ClientIdent
         std::fs::write(&key, k.expose()).unwrap();
     }
     ClientIdentity { cert_chain, key }
+}
+
+/// Connects to `addr` over TLS trusting `roots`, presenting `identity` if
+/// any, and reads until the server closes. The client may or may not notice
+/// a refusal (TLS 1.3 sends it after the client's Finished); the server's
+/// view is what counts.
+pub async fn client_handshake(
+    addr: std::net::SocketAddr,
+    roots: &Path,
+    identity: Option<&ClientIdentity>,
+) {
+    let config = Arc::new(client_config(roots, identity).unwrap());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    if let Ok(mut tls) = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+    {
+        let mut buf = Vec::new();
+        let _ = tls.read_to_end(&mut buf).await;
+    }
 }
 
 /// What the server saw of one connection: the peer identity (if any
@@ -159,18 +177,7 @@ impl Server {
     /// Connects over TLS trusting `roots`, presenting `identity` if any, and
     /// returns what the server concluded.
     pub async fn connect(&mut self, roots: &Path, identity: Option<&ClientIdentity>) -> Outcome {
-        let config = Arc::new(client_config(roots, identity).unwrap());
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(config);
-        // The client may or may not notice a refusal (TLS 1.3 sends it after
-        // the client's Finished); the server's view is what counts.
-        if let Ok(mut tls) = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-        {
-            let mut buf = Vec::new();
-            let _ = tls.read_to_end(&mut buf).await;
-        }
+        client_handshake(self.addr, roots, identity).await;
         self.next_outcome().await
     }
 
