@@ -6,11 +6,13 @@
 pub mod browser;
 mod database;
 mod fake_issuer;
+mod faults;
 pub use database::{
     DEFAULT_POSTGRES_URL, TEST_DATABASE_ENV, TEST_POSTGRES_URL_ENV, on_postgres, postgres_database,
     postgres_server_url, test_database_url,
 };
 pub use fake_issuer::{FakeIssuer, FakeState};
+pub use faults::{DEFAULT_REDIS_URL, FaultProxy, TEST_REDIS_URL_ENV, redis_url, unique_prefix};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
