@@ -57,6 +57,8 @@ pub struct RawConfig {
     /// Directory of Cedar policies (`schema.cedarschema`, `*.cedar`) that
     /// routes with `policy` ask; reloaded when its files change.
     pub policies: Option<String>,
+    /// Redis, for `scope = "cluster"` rate limits.
+    pub redis: Option<portcullis_redis::RawRedis>,
 }
 
 /// `[bff]`: the gateway as an OpenID Connect relying party for browsers.
@@ -266,6 +268,11 @@ pub struct RawRateLimit {
     pub burst: Option<u32>,
     /// `consumer` (default), `client_id` or `client_ip`.
     pub key: Option<String>,
+    /// `local` (default: per gateway) or `cluster` (shared through `[redis]`).
+    pub scope: Option<String>,
+    /// Cluster scope: requests a gateway takes from Redis at once and
+    /// admits locally (default: burst / 10, at least 1).
+    pub lease: Option<u32>,
 }
 
 // ---------------------------------------------------------------- validated
@@ -311,6 +318,8 @@ pub struct Config {
     pub bff: Option<BffConfig>,
     /// The policy directory.
     pub policies: Option<String>,
+    /// Redis.
+    pub redis: Option<portcullis_redis::RedisConfig>,
 }
 
 /// The validated `[bff]`.
@@ -551,6 +560,9 @@ pub struct Route {
     pub require_roles: Vec<String>,
     /// Limit: per second, burst, key.
     pub rate_limit: Option<(u32, u32, LimitKey)>,
+    /// With `scope = "cluster"`: the lease size (the limit is shared
+    /// through Redis).
+    pub cluster_lease: Option<u32>,
     /// Strip the prefix.
     pub strip_prefix: bool,
     /// Keep the client's `Authorization`; no internal token.
@@ -752,6 +764,10 @@ impl RawConfig {
                 ));
             }
         }
+        let redis = match self.redis {
+            None => None,
+            Some(r) => Some(r.validate("redis").map_err(|e| err("redis", e))?),
+        };
         let mut routes = Vec::new();
         for (n, r) in self.routes.into_iter().enumerate() {
             let at = format!("routes[{n}]");
@@ -805,6 +821,7 @@ impl RawConfig {
                         .map_err(|_| err(format!("{at}.methods"), format!("bad method {m:?}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut cluster_lease = None;
             let rate_limit = match r.rate_limit {
                 None => None,
                 Some(l) => {
@@ -825,7 +842,24 @@ impl RawConfig {
                             ));
                         }
                     };
-                    Some((l.per_second, l.burst.unwrap_or(l.per_second).max(1), key))
+                    let burst = l.burst.unwrap_or(l.per_second).max(1);
+                    cluster_lease = match l.scope.as_deref().unwrap_or("local") {
+                        "local" => None,
+                        "cluster" if redis.is_none() => {
+                            return Err(err(
+                                format!("{at}.rate_limit.scope"),
+                                "\"cluster\" needs a [redis] table",
+                            ));
+                        }
+                        "cluster" => Some(l.lease.unwrap_or(burst / 10).clamp(1, burst)),
+                        other => {
+                            return Err(err(
+                                format!("{at}.rate_limit.scope"),
+                                format!("expected local or cluster, got {other:?}"),
+                            ));
+                        }
+                    };
+                    Some((l.per_second, burst, key))
                 }
             };
             routes.push(Route {
@@ -838,6 +872,7 @@ impl RawConfig {
                 require_scopes: r.require_scopes,
                 require_roles: r.require_roles,
                 rate_limit,
+                cluster_lease,
                 strip_prefix: r.strip_prefix,
                 forward_credentials: r.forward_credentials,
                 policy: r.policy,
@@ -882,6 +917,7 @@ impl RawConfig {
             routes,
             bff,
             policies: self.policies,
+            redis,
         })
     }
 }

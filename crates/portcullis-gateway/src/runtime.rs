@@ -7,7 +7,7 @@ use crate::config::{Authenticator, Config, Route};
 use crate::pipeline::authn::{ApiKeyIndex, BasicIndex, Introspector, Method};
 use crate::pipeline::propagate::Minter;
 use crate::pipeline::proxy::{UpstreamClient, client};
-use crate::pipeline::ratelimit::{Limiter, LocalLimiter};
+use crate::pipeline::ratelimit::{Limiter, LocalLimiter, RedisLimiter};
 use crate::upstream::Pool;
 use portcullis_core::jose::SigningKey;
 use portcullis_service::{Validator, ValidatorConfig};
@@ -46,6 +46,8 @@ pub struct Runtime {
     pub bff: Option<Arc<Bff>>,
     /// The policy decision point, with `policies`.
     pub policies: Option<Arc<portcullis_policy::PolicyStore>>,
+    /// Redis, with `[redis]` (kept across reloads while its config is the same).
+    pub redis: Option<portcullis_redis::Redis>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -85,6 +87,19 @@ impl Runtime {
                     .map_err(crate::server::GatewayError::Policy)?,
             )),
         };
+        let redis = match &config.redis {
+            None => None,
+            Some(cfg) => match previous.and_then(|p| p.redis.as_ref()) {
+                Some(r) if r.config() == cfg => Some(r.clone()),
+                _ => Some(portcullis_redis::Redis::connect(cfg.clone()).map_err(|e| {
+                    crate::server::GatewayError::Invalid {
+                        file: "[redis]".into(),
+                        error: crate::config::ConfigError::new("redis.url", e.to_string()),
+                    }
+                })?),
+            },
+        };
+        let limit_feature = portcullis_redis::Feature::new("rate_limit");
         let consumers: Vec<Arc<crate::config::Consumer>> =
             config.consumers.iter().cloned().map(Arc::new).collect();
         let mut api_keys: ApiKeyIndex = HashMap::new();
@@ -176,7 +191,15 @@ impl Runtime {
                 });
             let limiter = r
                 .rate_limit
-                .map(|(ps, burst, _)| Arc::new(LocalLimiter::new(ps, burst)) as Arc<dyn Limiter>);
+                .map(|(ps, burst, _)| match (r.cluster_lease, &redis) {
+                    (Some(lease), Some(redis)) => Arc::new(RedisLimiter::new(
+                        redis.clone(),
+                        limit_feature.clone(),
+                        &r.name,
+                        (ps, burst, lease),
+                    )) as Arc<dyn Limiter>,
+                    _ => Arc::new(LocalLimiter::new(ps, burst)) as Arc<dyn Limiter>,
+                });
             let session = r
                 .auth
                 .iter()
@@ -206,6 +229,7 @@ impl Runtime {
             minter,
             bff,
             policies,
+            redis,
             tasks,
         })
     }

@@ -206,7 +206,7 @@ fn base_config(echo: std::net::SocketAddr, iam: &TestIam) -> RawConfig {
                 rate_limit: Some(RawRateLimit {
                     per_second: 1,
                     burst: Some(2),
-                    key: None,
+                    ..Default::default()
                 }),
                 ..route("limited", "/limited", &["keys"], "echo")
             },

@@ -96,7 +96,7 @@ async fn run(
 
     // 4. Rate-limit.
     let client_ip = client_ip(&parts, peer, &rt.config.trusted_proxies);
-    let limit = rate_limit(c, &who, client_ip)?;
+    let limit = rate_limit(c, &who, client_ip).await?;
 
     // 5. Propagate identity.
     let token = match (&who.bearer, r.forward_credentials) {
@@ -185,7 +185,11 @@ fn challenges(c: &CompiledRoute) -> Vec<&'static str> {
     v
 }
 
-fn rate_limit(c: &CompiledRoute, who: &Identity, ip: IpAddr) -> Result<Option<Decision>, Reject> {
+async fn rate_limit(
+    c: &CompiledRoute,
+    who: &Identity,
+    ip: IpAddr,
+) -> Result<Option<Decision>, Reject> {
     let (Some(limiter), Some((_, _, key))) = (&c.limiter, c.route.rate_limit) else {
         return Ok(None);
     };
@@ -196,8 +200,9 @@ fn rate_limit(c: &CompiledRoute, who: &Identity, ip: IpAddr) -> Result<Option<De
         }
         crate::config::LimitKey::ClientIp => ip.to_string(),
     };
-    match limiter.check(&k) {
+    match limiter.check(&k).await {
         d @ Decision::Allowed { .. } => Ok(Some(d)),
+        Decision::Unavailable => Err(Reject::RateLimitUnavailable),
         Decision::Limited { limit, retry_after } => {
             metrics::counter!("portcullis_gateway_rate_limited_total", "route" => c.route.name.clone()).increment(1);
             Err(Reject::RateLimited { limit, retry_after })

@@ -29,6 +29,8 @@ pub enum Reject {
     Unauthenticated(AuthnError, Vec<&'static str>),
     /// 503: an authentication dependency is down (fail closed).
     AuthUnavailable,
+    /// 503: the shared rate limiter is down (fail closed).
+    RateLimitUnavailable,
     /// 403.
     Forbidden(Denied),
     /// 403: a BFF session's state-changing call without CSRF proof.
@@ -142,6 +144,16 @@ impl Reject {
                         r.headers_mut().append(header::WWW_AUTHENTICATE, v);
                     }
                 }
+                r
+            }
+            Reject::RateLimitUnavailable => {
+                let mut r = json_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "rate limiting is unavailable",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
             Reject::AuthUnavailable => {
