@@ -56,3 +56,17 @@ export async function step(name, fn) {
   console.log(`ok - ${name}`);
   return result;
 }
+
+/** Headless Chromium (CHROMIUM, default Debian's /usr/bin/chromium) through
+ * playwright-core, launched as a step. */
+export async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+  return step(`launch ${executablePath} headless`, () =>
+    chromium.launch({
+      executablePath,
+      headless: true,
+      args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    }),
+  );
+}

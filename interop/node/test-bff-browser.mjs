@@ -11,10 +11,9 @@
 //
 // CHROMIUM overrides the browser binary (default /usr/bin/chromium).
 
-import { chromium } from "playwright-core";
 import process from "node:process";
 
-import { check, step } from "./lib.mjs";
+import { check, launchChromium, step } from "./lib.mjs";
 
 const [gw, user, password, refreshWaitArg, screenshot] = process.argv.slice(2);
 if (!gw || !user || !password || !refreshWaitArg) {
@@ -22,15 +21,8 @@ if (!gw || !user || !password || !refreshWaitArg) {
   process.exit(1);
 }
 const refreshWait = Number(refreshWaitArg);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
-const browser = await step(`launch ${executablePath} headless`, () =>
-  chromium.launch({
-    executablePath,
-    headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  }),
-);
+const browser = await launchChromium();
 try {
   await step("sign in, call the API, survive a refresh, sign out: all through the BFF", () => flow());
 } finally {

@@ -318,6 +318,12 @@ pub struct DevArgs {
     /// Demo service listener.
     #[arg(long, default_value = "127.0.0.1:9200")]
     pub demo_listen: String,
+    /// The demo customer service's listener.
+    #[arg(long, default_value = "127.0.0.1:9201")]
+    pub customers_listen: String,
+    /// The demo security-system service's listener.
+    #[arg(long, default_value = "127.0.0.1:9202")]
+    pub security_listen: String,
 }
 
 /// How CLI commands reach the admin API.

@@ -2,6 +2,13 @@
 //! accepts only the gateway's internal tokens (validated with the service
 //! library) and shows who called; the demo web app (`/`, `/api/me`) is served
 //! through the gateway's BFF and sees the person's access token.
+//!
+//! Two backend services complete the demo system: the customer service
+//! ([`customers`]) and the security-system service ([`security`]).
+
+pub mod customers;
+pub mod security;
+pub mod seed;
 
 use axum::Router;
 use axum::extract::Query;
@@ -12,6 +19,21 @@ use portcullis_service::{Authenticated, BearerAuth, Validator, ValidatorConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// A demo service's SQLite file at `path` (created if missing).
+async fn sqlite(path: &std::path::Path) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+}
+
+/// The gateway BFF's client id at the IAM server.
+pub const BFF_CLIENT: &str = "demo-bff";
 
 /// The browser-login demo: a public client whose redirect URI is this
 /// service's `/callback`, which shows the code and how to redeem it.

@@ -3,19 +3,34 @@
 
 use crate::Failure;
 use crate::cli::{DevArgs, LogArgs};
+use crate::demo::{customers, security, seed};
 use anyhow::Context;
-use portcullis_iam::config::{RawClient, RawConfig, RawUser};
+use portcullis_iam::config::{RawClient, RawConfig, RawExchangeRule, RawTokenExchange, RawUser};
 use portcullis_iam::crypto::{MasterKey, random_token};
+use portcullis_service::{
+    ClientCredentials, TokenSource, TokenSourceConfig, Validator, ValidatorConfig,
+};
 use std::path::Path;
 
 /// The demo client's id.
 const DEMO_CLIENT: &str = "demo-service";
 /// The public client of the browser-login demo.
 const DEMO_WEB_CLIENT: &str = "demo-web";
-/// The demo user.
-const DEMO_USER: &str = "alice";
+/// The demo user (an operator).
+const DEMO_USER: &str = seed::ALICE;
 /// The gateway's BFF at the IAM server: a confidential first-party client.
-const DEMO_BFF_CLIENT: &str = "demo-bff";
+const DEMO_BFF_CLIENT: &str = crate::demo::BFF_CLIENT;
+/// What the BFF asks for at sign-in, besides [`DEMO_SCOPES`].
+const BFF_SCOPES: &[&str] = &["openid", "profile", "email", "orders:read"];
+/// The scopes of the demo system (governed by the `operator` and `viewer`
+/// roles: a person gets those their role grants).
+const DEMO_SCOPES: &[&str] = &[
+    security::READ_SCOPE,
+    security::ARM_SCOPE,
+    customers::READ_SCOPE,
+];
+/// RFC 8693's grant type.
+const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// How the gateway config names the env var of the BFF's client secret.
 const BFF_SECRET_VAR: &str = "PORTCULLIS_DEV_BFF_CLIENT_SECRET";
 
@@ -42,6 +57,16 @@ fn secret_file(
     Ok(value)
 }
 
+/// Binds a demo service's listener (`flag` names the option in errors).
+async fn bind(addr: &str, flag: &str) -> Result<tokio::net::TcpListener, Failure> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| Failure::Config(format!("{flag}: not host:port: {addr}")))?;
+    Ok(tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {flag} {addr}"))?)
+}
+
 /// Runs development mode until Ctrl-C.
 pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     crate::serve::init_logging(&log);
@@ -60,6 +85,10 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     let bff_secret = secret_file(&dir.join("demo-bff-client-secret"), || {
         Ok(format!("pcs_{}", random_token(32)?))
     })?;
+    let bob_password = secret_file(&dir.join("demo-bob-password"), || Ok(random_token(12)?))?;
+    let security_secret = secret_file(&dir.join("security-service-secret"), || {
+        Ok(format!("pcs_{}", random_token(32)?))
+    })?;
     let gw_origin = format!("http://{}", args.gateway_listen);
     let db = dir.join("portcullis.db");
     let raw = RawConfig {
@@ -76,9 +105,18 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
                 id: DEMO_CLIENT.into(),
                 name: Some("Demo service".into()),
                 secret: Some(demo_secret.clone()),
-                allowed_scopes: vec!["orders:read".into(), "orders:write".into()],
+                allowed_scopes: vec![
+                    "orders:read".into(),
+                    "orders:write".into(),
+                    security::READ_SCOPE.into(),
+                    customers::READ_SCOPE.into(),
+                ],
                 default_scopes: vec!["orders:read".into()],
-                allowed_audiences: vec!["orders-api".into(), "gateway".into()],
+                allowed_audiences: vec![
+                    "orders-api".into(),
+                    "gateway".into(),
+                    security::AUDIENCE.into(),
+                ],
                 default_audiences: vec!["orders-api".into()],
                 ..Default::default()
             },
@@ -109,27 +147,56 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
                 grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
                 redirect_uris: vec![format!("{gw_origin}/auth/callback")],
                 post_logout_redirect_uris: vec![format!("{gw_origin}/")],
-                allowed_scopes: vec![
-                    "openid".into(),
-                    "profile".into(),
-                    "email".into(),
-                    "orders:read".into(),
-                ],
+                allowed_scopes: [BFF_SCOPES, DEMO_SCOPES]
+                    .concat()
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
                 default_scopes: vec!["openid".into()],
-                allowed_audiences: vec!["orders-api".into()],
+                allowed_audiences: vec!["orders-api".into(), security::AUDIENCE.into()],
                 default_audiences: vec!["orders-api".into()],
                 ..Default::default()
             },
+            RawClient {
+                id: seed::SECURITY_CLIENT.into(),
+                name: Some("The demo security-system service".into()),
+                secret: Some(security_secret.clone()),
+                grant_types: Some(vec!["client_credentials".into(), EXCHANGE_GRANT.into()]),
+                allowed_scopes: vec![customers::DIRECTORY_SCOPE.into()],
+                allowed_audiences: vec![customers::AUDIENCE.into()],
+                default_audiences: vec![customers::AUDIENCE.into()],
+                ..Default::default()
+            },
         ],
-        users: vec![RawUser {
-            username: DEMO_USER.into(),
-            password: Some(user_password.clone()),
-            email: Some("alice@example.com".into()),
-            email_verified: Some(true),
-            display_name: Some("Alice (demo)".into()),
-            roles: vec!["viewer".into()],
-            ..Default::default()
-        }],
+        token_exchange: RawTokenExchange {
+            max_depth: None,
+            rules: vec![RawExchangeRule {
+                client: seed::SECURITY_CLIENT.into(),
+                subject_audiences: vec![security::AUDIENCE.into()],
+                audiences: vec![customers::AUDIENCE.into()],
+                scopes: vec![customers::READ_SCOPE.into()],
+            }],
+        },
+        users: vec![
+            RawUser {
+                username: DEMO_USER.into(),
+                password: Some(user_password.clone()),
+                email: Some("alice@example.com".into()),
+                email_verified: Some(true),
+                display_name: Some("Alice (demo operator)".into()),
+                roles: vec!["operator".into()],
+                ..Default::default()
+            },
+            RawUser {
+                username: seed::BOB.into(),
+                password: Some(bob_password.clone()),
+                email: Some("bob@example.com".into()),
+                email_verified: Some(true),
+                display_name: Some("Bob (demo viewer)".into()),
+                roles: vec!["viewer".into()],
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     let config = crate::serve::validate(raw, "dev")?;
@@ -138,6 +205,9 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         .context("starting the IAM server")?;
     let issuer = server.issuer.to_string();
     let admin = format!("http://{}", server.admin_addr);
+    let (alice_sub, bob_sub) = seed::iam(&admin, &admin_token)
+        .await
+        .context("seeding the demo roles")?;
 
     // The gateway in front of the demo service and the IAM server.
     let api_key = secret_file(&dir.join("demo-api-key"), || {
@@ -172,6 +242,23 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     let demo = demo_listener
         .local_addr()
         .context("the demo service's address")?;
+    // The demo system: the customer service, and the security-system service
+    // behind the gateway, each with its own SQLite file.
+    let customers_listener = bind(&args.customers_listen, "--customers-listen").await?;
+    let customers_db = customers::open(
+        &dir.join("customers.db"),
+        seed::CUSTOMERS,
+        &seed::employees(&alice_sub, &bob_sub),
+    )
+    .await
+    .context("opening the customer database")?;
+    let customers_addr = customers::start(customers_listener, &issuer, customers_db)
+        .await
+        .context("starting the customer service")?;
+    let security_listener = bind(&args.security_listen, "--security-listen").await?;
+    let security_addr = security_listener
+        .local_addr()
+        .context("the security service's address")?;
     let authorize_url = {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("response_type", "code")
@@ -186,7 +273,7 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     let gw_config = gateway_config(
         &args,
         &api_key,
-        demo,
+        [demo, security_addr],
         server.public_addr,
         &issuer,
         dir,
@@ -198,6 +285,36 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
     crate::demo::start_whoami(demo_listener, gw_issuer.clone(), Some(login))
         .await
         .context("starting the demo service")?;
+    seed::policies(&dir.join("policies"))?;
+    let policies = std::sync::Arc::new(
+        portcullis_service::policy::PolicyStore::open(dir.join("policies"))
+            .map_err(|e| Failure::Config(format!("{}: {e}", dir.join("policies").display())))?,
+    );
+    let _policy_watch = policies.watch(std::time::Duration::from_secs(1));
+    let peers = security::Peers {
+        iam: Validator::start(ValidatorConfig::new(&issuer, security::AUDIENCE)).await,
+        iam_issuer: issuer.clone(),
+        gateway: Validator::start(
+            ValidatorConfig::new(&gw_issuer, security::GATEWAY_AUDIENCE)
+                .dangerous_ignore_revocations(),
+        )
+        .await,
+        tokens: std::sync::Arc::new(TokenSource::new(TokenSourceConfig::new(
+            format!("{issuer}/oauth2/token"),
+            ClientCredentials::Secret {
+                client_id: seed::SECURITY_CLIENT.into(),
+                secret: portcullis_core::Secret::new(security_secret.clone()),
+            },
+        ))),
+        customers_url: format!("http://{customers_addr}"),
+        policies,
+    };
+    let security_db = security::open(&dir.join("security.db"), seed::SYSTEMS)
+        .await
+        .context("opening the security-system database")?;
+    security::start(security_listener, security_db, peers)
+        .await
+        .context("starting the security-system service")?;
     let gw = format!("http://{}", gateway.addr);
     let dir = dir.display();
     let banner = [
@@ -219,6 +336,10 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         ),
         String::new(),
         format!("  demo user     {DEMO_USER} / {user_password}"),
+        "                operator at Acme Logistics: sees its 3 alarm systems, may arm them".into(),
+        format!("  demo user     {} / {bob_password}", seed::BOB),
+        "                viewer at Globex Retail: sees its 1 system, arming is refused (403)"
+            .into(),
         String::new(),
         format!("Open the demo app (the gateway's BFF signs you in):  {gw}/"),
         String::new(),
@@ -241,6 +362,52 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
         ),
         format!("  curl -s -H \"authorization: Bearer $TOKEN\" {gw}/whoami"),
         String::new(),
+        String::new(),
+        "The demo system: a security-system service (alarm systems) that asks a customer".into(),
+        "service where the caller works; policies decide who may arm.".into(),
+        String::new(),
+        format!(
+            "  security service  http://{security_addr}   (IAM tokens for security-api, or the gateway's)"
+        ),
+        format!("  customer service  http://{customers_addr}   (IAM tokens for customers-api)"),
+        format!(
+            "  security client   id: {}   secret: {security_secret}",
+            seed::SECURITY_CLIENT
+        ),
+        format!("  policies          {dir}/policies   (Cedar; edit them, they reload)"),
+        String::new(),
+        "Service to service: a client-credentials token for the security service, which".into(),
+        "exchanges it (RFC 8693) to ask the customer service (see the chain's act):".into(),
+        String::new(),
+        format!(
+            "  TOKEN=$(curl -s -u '{DEMO_CLIENT}:{demo_secret}' -d grant_type=client_credentials -d 'scope=systems:read customers:read' -d resource={} {issuer}/oauth2/token | jq -r .access_token)",
+            security::AUDIENCE
+        ),
+        format!(
+            "  curl -s -H \"authorization: Bearer $TOKEN\" http://{security_addr}/systems | jq -c '.chain[].claims | {{sub, aud, act}}'"
+        ),
+        format!(
+            "  curl -s -u '{}:{security_secret}' -d grant_type={EXCHANGE_GRANT} -d subject_token=$TOKEN -d subject_token_type=urn:ietf:params:oauth:token-type:access_token -d audience={} {issuer}/oauth2/token | jq 'del(.access_token)'",
+            seed::SECURITY_CLIENT,
+            customers::AUDIENCE
+        ),
+        String::new(),
+        "Through the gateway: the API key (Globex's alarm centre), a bearer token (Acme's".into(),
+        "monitoring client), and arming refused for that read-only client:".into(),
+        String::new(),
+        format!(
+            "  curl -s -H 'x-api-key: {api_key}' {gw}/security/systems | jq -c '.systems[].name'"
+        ),
+        format!(
+            "  TOKEN=$(curl -s -u '{DEMO_CLIENT}:{demo_secret}' -d grant_type=client_credentials -d scope=systems:read -d resource=gateway {gw}/iam/oauth2/token | jq -r .access_token)"
+        ),
+        format!(
+            "  curl -s -H \"authorization: Bearer $TOKEN\" {gw}/security/systems | jq -c '.systems[].name'"
+        ),
+        format!(
+            "  curl -s -X POST -H \"authorization: Bearer $TOKEN\" {gw}/security/systems/sys-berlin-dock/arm | jq -c ."
+        ),
+        String::new(),
         format!("Manage clients:  cargo run -q -- clients list   (reads {dir}/admin-token)"),
         "Stop with Ctrl-C.".into(),
     ];
@@ -258,7 +425,7 @@ pub async fn run(args: DevArgs, log: LogArgs) -> Result<(), Failure> {
 fn gateway_config(
     args: &DevArgs,
     api_key: &str,
-    demo: std::net::SocketAddr,
+    [demo, security]: [std::net::SocketAddr; 2],
     iam: std::net::SocketAddr,
     issuer: &str,
     dir: &Path,
@@ -282,10 +449,15 @@ fn gateway_config(
                 targets: vec![iam.to_string()],
                 ..Default::default()
             },
+            RawUpstream {
+                name: security::GATEWAY_AUDIENCE.into(),
+                targets: vec![security.to_string()],
+                ..Default::default()
+            },
         ],
         consumers: vec![RawConsumer {
             name: "demo-partner".into(),
-            scopes: vec!["orders:read".into()],
+            scopes: vec!["orders:read".into(), security::READ_SCOPE.into()],
             roles: vec!["partner".into()],
             api_keys: vec![RawApiKey {
                 digest: format!("sha256:{hex}"),
@@ -330,6 +502,24 @@ fn gateway_config(
                 ..Default::default()
             },
             RawRoute {
+                name: "security-app".into(),
+                path_prefix: "/api/security".into(),
+                upstream: security::GATEWAY_AUDIENCE.into(),
+                auth: vec!["browser".into()],
+                require_scopes: vec![security::READ_SCOPE.into()],
+                strip_prefix: true,
+                ..Default::default()
+            },
+            RawRoute {
+                name: "security".into(),
+                path_prefix: "/security".into(),
+                upstream: security::GATEWAY_AUDIENCE.into(),
+                auth: vec!["keys".into(), "iam".into()],
+                require_scopes: vec![security::READ_SCOPE.into()],
+                strip_prefix: true,
+                ..Default::default()
+            },
+            RawRoute {
                 name: "demo-app".into(),
                 path_prefix: "/".into(),
                 upstream: "whoami".into(),
@@ -352,13 +542,14 @@ fn gateway_config(
             client_secret_env: Some(BFF_SECRET_VAR.into()),
             redirect_uri: format!("http://{}/auth/callback", args.gateway_listen),
             post_logout_redirect_uri: Some(format!("http://{}/", args.gateway_listen)),
-            scopes: Some(vec![
-                "openid".into(),
-                "profile".into(),
-                "email".into(),
-                "orders:read".into(),
-            ]),
-            resources: vec!["orders-api".into()],
+            scopes: Some(
+                [BFF_SCOPES, DEMO_SCOPES]
+                    .concat()
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            ),
+            resources: vec!["orders-api".into(), security::AUDIENCE.into()],
             session_store: Some(format!(
                 "sqlite://{}",
                 dir.join("bff-sessions.db").display()

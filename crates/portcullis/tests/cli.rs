@@ -2,15 +2,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use portcullis_test_support::{
-    BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, free_port, http_client,
-};
+mod dev_support;
+
+use dev_support::{BIN, KillOnDrop, banner, demo_users, dev_on_free_ports};
+use portcullis_test_support::{BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, http_client};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn cli(iam: &BinaryIam, args: &[&str]) -> (i32, String, String) {
     let admin_url = format!("http://{}", iam.admin);
@@ -142,76 +140,12 @@ async fn clients_and_keys_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
-/// Kills the child when dropped, so a failing assertion leaves no server behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the dev banner until its last line, with a deadline.
-fn banner(child: &mut std::process::Child) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.contains("Stop with Ctrl-C");
-            text.push_str(&line);
-            text.push('\n');
-            if done {
-                let _ = tx.send(text);
-                return;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("dev banner printed")
-}
-
-/// `portcullis dev` on free ports: the IAM public port, the gateway port,
-/// and a function that starts it (again) on those ports with `data`.
-fn dev_on_free_ports(data: &std::path::Path) -> (u16, u16, impl Fn() -> std::process::Child) {
-    let (p, a, g, ga, d) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let data = data.to_owned();
-    let start = move || {
-        Command::new(BIN)
-            .args(["--log", "warn", "dev", "--data-dir", data.to_str().unwrap()])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{p}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{a}"),
-            ])
-            .args([
-                "--gateway-listen",
-                &format!("127.0.0.1:{g}"),
-                "--gateway-admin-listen",
-                &format!("127.0.0.1:{ga}"),
-            ])
-            .args(["--demo-listen", &format!("127.0.0.1:{d}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    (p, g, start)
-}
-
 #[tokio::test]
 async fn dev_mode_prints_working_credentials_and_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join(".portcullis");
-    let (p, g, start) = dev_on_free_ports(&data);
+    let (ports, start) = dev_on_free_ports(&data);
+    let (p, g) = (ports.iam, ports.gateway);
     let t0 = Instant::now();
     let mut child = KillOnDrop(start());
     let text = banner(&mut child.0);
@@ -346,14 +280,13 @@ async fn dev_mode_demo_app_works_in_headless_chromium() {
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join(".portcullis");
-    let (_, g, start) = dev_on_free_ports(&data);
+    let (ports, start) = dev_on_free_ports(&data);
+    let g = ports.gateway;
     let mut child = KillOnDrop(start());
     let text = banner(&mut child.0);
-    let (user, password) = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("demo user     "))
-        .and_then(|l| l.split_once(" / "))
-        .expect("demo user printed");
+    let users = demo_users(&text);
+    assert_eq!(users.len(), 2, "alice and bob printed: {text}");
+    let (user, password) = (users[0].0.as_str(), users[0].1.as_str());
     // Access tokens of 32 s, refreshed 30 s before they expire: due after 2 s.
     let admin_url = text
         .lines()
@@ -371,36 +304,60 @@ async fn dev_mode_demo_app_works_in_headless_chromium() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let shots = std::env::var_os("PORTCULLIS_SCREENSHOTS").is_some();
+    let gw = format!("http://127.0.0.1:{g}");
     let mut args = vec![
-        interop.join("test-bff-browser.mjs").display().to_string(),
-        format!("http://127.0.0.1:{g}"),
+        gw.clone(),
         user.to_owned(),
         password.to_owned(),
-        "3000".to_owned(),
+        "3000".into(),
     ];
-    if std::env::var_os("PORTCULLIS_SCREENSHOTS").is_some() {
-        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    if shots {
         args.push(docs.join("bff-login-page.png").display().to_string());
     }
+    let stdout = run_node(&interop, &chromium, "test-bff-browser.mjs", &args).await;
+    assert!(stdout.contains("ok - sign in, call the API"), "{stdout}");
+
+    // The demo system: alice (operator) and bob (viewer), each seeing only
+    // their customer's systems; arming allowed for one, refused for the
+    // other; the identity panel's chain with the exchanged token's act.
+    let mut args = vec![gw, users[0].1.clone(), users[1].1.clone()];
+    if shots {
+        args.push(docs.display().to_string());
+    }
+    let stdout = run_node(&interop, &chromium, "test-demo-browser.mjs", &args).await;
+    assert_eq!(stdout.matches("ok - ").count(), 3, "{stdout}");
+    drop(child);
+}
+
+/// Runs an interop script under node with `CHROMIUM` set; its output, or a
+/// failed assertion with it.
+async fn run_node(
+    interop: &std::path::Path,
+    chromium: &str,
+    script: &str,
+    args: &[String],
+) -> String {
     let out = tokio::process::Command::new("node")
-        .args(&args)
-        .current_dir(&interop)
-        .env("CHROMIUM", &chromium)
+        .arg(interop.join(script))
+        .args(args)
+        .current_dir(interop)
+        .env("CHROMIUM", chromium)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), out)
         .await
-        .expect("the browser test finished within 120 s")
+        .unwrap_or_else(|_| panic!("{script} finished within 120 s"))
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "headless Chromium run failed:\n{stdout}\n{}",
+        "headless Chromium run of {script} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ok - sign in, call the API"), "{stdout}");
-    drop(child);
+    stdout
 }
 
 /// The browser-login demo of the banner: the printed authorization URL, a
