@@ -51,6 +51,7 @@ mod names;
 mod peer;
 mod reload;
 mod state;
+mod subject;
 pub mod tls;
 
 pub use authority::{
@@ -58,8 +59,10 @@ pub use authority::{
     IssuedLeaf, LeafSpec, MAX_LEAF_TTL, ROOT_CERT, ROOT_KEY, STATE_FILE,
 };
 pub use error::CaError;
+pub use files::write_atomic;
 pub use names::{ServiceName, SpiffeId, TrustDomain};
 pub use peer::{PeerCertificate, PeerIdentity, spiffe_id, x5t_s256};
 pub use reload::Reloading;
 pub use state::{IssuedCert, Revocation, RevocationReason};
+pub use subject::{DistinguishedName, SubjectMatch};
 pub use time::OffsetDateTime;

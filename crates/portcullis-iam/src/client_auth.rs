@@ -1,6 +1,8 @@
 //! Client authentication at the token, introspection and revocation
-//! endpoints: `client_secret_basic`, `client_secret_post` and
-//! `private_key_jwt` (RFC 6749 §2.3, RFC 7523 §2.2). Exactly one method per
+//! endpoints: `client_secret_basic`, `client_secret_post`,
+//! `private_key_jwt` (RFC 6749 §2.3, RFC 7523 §2.2), and `tls_client_auth` /
+//! `self_signed_tls_client_auth` (RFC 8705 §2: `client_id` in the body, the
+//! TLS client certificate as the credential). Exactly one method per
 //! request; failures are `invalid_client` with one message for unknown
 //! client, wrong secret and disabled client, so ids cannot be enumerated.
 
@@ -14,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 use jsonwebtoken::jwk::JwkSet;
 use moka::future::Cache;
+use portcullis_ca::PeerCertificate;
 use portcullis_core::jose::{AssertionError, AssertionPolicy, verify_client_assertion};
 use portcullis_core::oauth::OAuthError;
 use portcullis_core::{ClientId, Clock};
@@ -37,6 +40,10 @@ pub enum AuthMethod {
     /// proves nothing, so it is accepted only at the token endpoint (its
     /// code grants, where PKCE binds the code) and the revocation endpoint.
     None,
+    /// A client certificate from the trusted CA naming the client (RFC 8705 §2.1).
+    TlsClientAuth,
+    /// A registered self-signed client certificate (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -47,7 +54,14 @@ impl AuthMethod {
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
             Self::None => "none",
+            Self::TlsClientAuth => crate::mtls::TLS_CLIENT_AUTH,
+            Self::SelfSignedTlsClientAuth => crate::mtls::SELF_SIGNED_TLS_CLIENT_AUTH,
         }
+    }
+
+    /// Whether the client proved itself with its TLS certificate.
+    pub fn is_certificate(self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
     }
 }
 
@@ -133,12 +147,14 @@ impl ClientAuthenticator {
         }
     }
 
-    /// Authenticates the client of a request, or explains why not.
+    /// Authenticates the client of a request, or explains why not. `peer`
+    /// is the TLS client certificate of the connection, if any.
     pub async fn authenticate(
         &self,
         endpoint: &str,
         headers: &HeaderMap,
         form: &FormParams,
+        peer: Option<&PeerCertificate>,
     ) -> Result<Authenticated, ApiError> {
         let presented = match presented(headers, form) {
             Ok(p) => p,
@@ -157,14 +173,9 @@ impl ClientAuthenticator {
             Presented::Assertion { id, .. } => (*id, AuthMethod::PrivateKeyJwt.as_str()),
             Presented::Public { id } => (Some(*id), AuthMethod::None.as_str()),
         };
-        if matches!(presented, Presented::Public { .. }) && !matches!(endpoint, "token" | "revoke")
-        {
-            let e = invalid_client("client authentication is required");
-            crate::audit::client_auth_failed(endpoint, claimed, method, &e.error.to_string());
-            return Err(e);
-        }
+        let public_allowed = matches!(endpoint, "token" | "revoke");
         let claimed = claimed.map(str::to_owned);
-        let result = self.verify(presented).await;
+        let result = self.verify(presented, peer, public_allowed).await;
         if let Err(e) = &result {
             crate::audit::client_auth_failed(
                 endpoint,
@@ -176,9 +187,35 @@ impl ClientAuthenticator {
         result
     }
 
-    async fn verify(&self, presented: Presented<'_>) -> Result<Authenticated, ApiError> {
+    async fn verify(
+        &self,
+        presented: Presented<'_>,
+        peer: Option<&PeerCertificate>,
+        public_allowed: bool,
+    ) -> Result<Authenticated, ApiError> {
         match presented {
+            // `client_id` alone: a public client, or one whose credential is
+            // the TLS client certificate (RFC 8705 §2).
             Presented::Public { id } => match self.lookup(id).await? {
+                Some(c)
+                    if c.enabled
+                        && matches!(
+                            c.credential,
+                            Credential::TlsClientAuth(_) | Credential::SelfSignedTls(_)
+                        ) =>
+                {
+                    let method = match c.credential {
+                        Credential::TlsClientAuth(_) => AuthMethod::TlsClientAuth,
+                        _ => AuthMethod::SelfSignedTlsClientAuth,
+                    };
+                    // The client hears the one generic message; the log says why.
+                    crate::mtls::check(&c.credential, peer).map_err(|why| {
+                        tracing::info!(client_id = %c.id, reason = why.as_str(), "TLS client certificate refused");
+                        invalid_client(FAILED)
+                    })?;
+                    Ok(Authenticated { client: c, method })
+                }
+                _ if !public_allowed => Err(invalid_client("client authentication is required")),
                 Some(c) if c.enabled && matches!(c.credential, Credential::None) => {
                     Ok(Authenticated {
                         client: c,
@@ -224,7 +261,10 @@ impl ClientAuthenticator {
                         })?)
                     }
                     Credential::JwksUri(u) => self.fetch_jwks(u, false).await?,
-                    Credential::Secret { .. } | Credential::None => {
+                    Credential::Secret { .. }
+                    | Credential::None
+                    | Credential::TlsClientAuth(_)
+                    | Credential::SelfSignedTls(_) => {
                         return Err(invalid_client(FAILED));
                     }
                 };

@@ -76,6 +76,48 @@ pub struct ClientInput {
     pub require_pkce: Option<bool>,
     /// Enabled flag.
     pub enabled: Option<bool>,
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2).
+    pub token_endpoint_auth_method: Option<String>,
+    /// `tls_client_auth`: the certificate's subject DN (RFC 4514).
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a DNS SAN.
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI SAN.
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an IP address SAN.
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an email SAN.
+    pub tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth`: the client's certificates, PEM.
+    pub tls_client_certificates: Option<Vec<String>>,
+    /// `self_signed_tls_client_auth`: their `x5t#S256` thumbprints.
+    pub tls_client_certificate_thumbprints: Option<Vec<String>>,
+    /// Bind every access token to the client certificate (RFC 8705 §3.4).
+    pub tls_client_certificate_bound_access_tokens: Option<bool>,
+}
+
+impl ClientInput {
+    /// The certificate credential these fields register, if any; `jwks`
+    /// counts as x5c certificates only with `self_signed_tls_client_auth`.
+    fn tls_credential(&self) -> Result<Option<Credential>, ClientError> {
+        let self_signed = self.token_endpoint_auth_method.as_deref()
+            == Some(crate::mtls::SELF_SIGNED_TLS_CLIENT_AUTH);
+        crate::mtls::TlsFields {
+            method: self.token_endpoint_auth_method.as_deref(),
+            subject: [
+                self.tls_client_auth_subject_dn.as_deref(),
+                self.tls_client_auth_san_dns.as_deref(),
+                self.tls_client_auth_san_uri.as_deref(),
+                self.tls_client_auth_san_ip.as_deref(),
+                self.tls_client_auth_san_email.as_deref(),
+            ],
+            certificates: self.tls_client_certificates.as_deref(),
+            thumbprints: self.tls_client_certificate_thumbprints.as_deref(),
+            jwks: self.jwks.as_ref().filter(|_| self_signed),
+        }
+        .credential()
+        .map_err(|(field, problem)| ClientError::Invalid(format!("{field}: {problem}")))
+    }
 }
 
 /// A client as the admin API shows it. Never the secret or its digest.
@@ -90,6 +132,15 @@ pub struct ClientView {
     /// Inline JWKS, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
+    /// `tls_client_auth`: the registered name (`tls_client_auth_subject_dn`,
+    /// `tls_client_auth_san_dns`, …) and its value.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth: Option<std::collections::BTreeMap<&'static str, String>>,
+    /// `self_signed_tls_client_auth`: `x5t#S256` of the registered certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_certificate_thumbprints: Option<Vec<String>>,
+    /// Tokens always bound to the client certificate (RFC 8705 §3.4).
+    pub tls_client_certificate_bound_access_tokens: bool,
     /// JWKS URL, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
@@ -127,13 +178,24 @@ impl From<&Client> for ClientView {
         let (jwks, jwks_uri) = match &c.credential {
             Credential::Jwks(j) => (Some(j.clone()), None),
             Credential::JwksUri(u) => (None, Some(u.to_string())),
-            Credential::Secret { .. } | Credential::None => (None, None),
+            _ => (None, None),
+        };
+        let tls_client_auth = match &c.credential {
+            Credential::TlsClientAuth(m) => Some([(m.metadata_name(), m.value())].into()),
+            _ => None,
+        };
+        let tls_client_certificate_thumbprints = match &c.credential {
+            Credential::SelfSignedTls(t) => Some(t.clone()),
+            _ => None,
         };
         Self {
             client_id: c.id.to_string(),
             name: c.name.clone(),
             token_endpoint_auth_methods: c.credential.auth_methods().to_vec(),
             jwks,
+            tls_client_auth,
+            tls_client_certificate_thumbprints,
+            tls_client_certificate_bound_access_tokens: c.tls_bound_tokens,
             jwks_uri,
             grant_types: c.grant_types.iter().map(|g| g.as_str()).collect(),
             allowed_scopes: c.allowed_scopes.clone(),
@@ -282,7 +344,19 @@ impl ClientRegistry {
         };
         let now = self.clock.now();
         let public = input.public.take().unwrap_or(false);
+        let tls = input.tls_credential()?;
         let (credential, secret) = match (&input.jwks, &input.jwks_uri) {
+            _ if public && tls.is_some() => {
+                return Err(ClientError::Invalid(
+                    "public: a public client has no token_endpoint_auth_method".into(),
+                ));
+            }
+            (_, Some(_)) if tls.is_some() => {
+                return Err(ClientError::Invalid(
+                    "jwks_uri: not for a certificate client".into(),
+                ));
+            }
+            _ if tls.is_some() => (tls.clone().unwrap_or(Credential::None), None),
             (None, None) if public => (Credential::None, None),
             (Some(_), _) | (_, Some(_)) if public => {
                 return Err(ClientError::Invalid(
@@ -320,6 +394,7 @@ impl ClientRegistry {
             default_audiences: Vec::new(),
             access_token_ttl: None,
             login: LoginSettings::default(),
+            tls_bound_tokens: false,
             enabled: true,
             created_at: now,
             updated_at: now,
@@ -384,6 +459,9 @@ impl ClientRegistry {
         if let Some(e) = input.enabled {
             c.enabled = e;
         }
+        if let Some(b) = input.tls_client_certificate_bound_access_tokens {
+            c.tls_bound_tokens = b;
+        }
         crate::authorize::check_login_settings(
             &c.grant_types,
             matches!(c.credential, Credential::None),
@@ -429,6 +507,20 @@ impl ClientRegistry {
             .await?
             .ok_or(ClientError::NotFound)?;
         let was_enabled = client.enabled;
+        if let Some(tls) = input.tls_credential()? {
+            if matches!(client.credential, Credential::None) {
+                return Err(ClientError::Invalid(
+                    "public: a public client has no token_endpoint_auth_method".into(),
+                ));
+            }
+            if input.jwks_uri.is_some() {
+                return Err(ClientError::Invalid(
+                    "jwks_uri: not for a certificate client".into(),
+                ));
+            }
+            input.jwks = None;
+            client.credential = tls;
+        }
         match (input.jwks.take(), input.jwks_uri.take()) {
             (Some(_), _) | (_, Some(_)) if matches!(client.credential, Credential::None) => {
                 return Err(ClientError::Invalid(
@@ -503,6 +595,11 @@ impl ClientRegistry {
                     "this client authenticates with private_key_jwt; it has no secret",
                 ));
             }
+            Credential::TlsClientAuth(_) | Credential::SelfSignedTls(_) => {
+                return Err(ClientError::NotApplicable(
+                    "this client authenticates with a TLS client certificate; it has no secret",
+                ));
+            }
         }
         let s = generate_client_secret().map_err(|_| ClientError::Random)?;
         client.credential = Credential::Secret {
@@ -532,6 +629,7 @@ impl ClientRegistry {
                 }
                 ClientCredentialSpec::JwksUri(u) => Credential::JwksUri(u.clone()),
                 ClientCredentialSpec::None => Credential::None,
+                ClientCredentialSpec::Tls(c) => c.clone(),
             };
             let existing = self.store.get_client(&spec.id).await?;
             let client = Client {
@@ -545,6 +643,7 @@ impl ClientRegistry {
                 default_audiences: spec.default_audiences.clone(),
                 access_token_ttl: spec.access_token_ttl,
                 login: spec.login.clone(),
+                tls_bound_tokens: spec.tls_bound_tokens,
                 enabled: spec.enabled,
                 created_at: existing.as_ref().map_or(now, |e| e.created_at),
                 updated_at: existing.as_ref().map_or(now, |e| e.updated_at),

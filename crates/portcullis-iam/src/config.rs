@@ -70,6 +70,123 @@ pub struct RawConfig {
     /// Token exchange (RFC 8693): who may exchange which tokens for what.
     #[serde(default)]
     pub token_exchange: RawTokenExchange,
+    /// TLS on the public listener (`[tls]`); plain HTTP without it.
+    pub tls: Option<RawTls>,
+    /// TLS on the admin listener (`[admin_tls]`); plain HTTP without it.
+    pub admin_tls: Option<RawTls>,
+}
+
+/// `[tls]` / `[admin_tls]`: TLS on a listener, and client certificates.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM: the server certificate, then intermediates.
+    pub cert: Option<String>,
+    /// PEM: the server's private key.
+    pub key: Option<String>,
+    /// `none`, `optional` (default when `client_ca` is set) or `required`.
+    pub client_auth: Option<String>,
+    /// PEM bundle of CAs client certificates are verified against.
+    pub client_ca: Option<String>,
+    /// PEM CRL files checked for client certificates.
+    #[serde(default)]
+    pub crls: Vec<String>,
+    /// Admit self-signed client certificates without a chain (RFC 8705
+    /// §2.2 `self_signed_tls_client_auth`); default true when client
+    /// certificates are asked for.
+    pub allow_self_signed: Option<bool>,
+    /// How often certificate, key, CA and CRL files are checked for changes
+    /// (default 5 s).
+    pub reload_interval_secs: Option<u64>,
+    /// How long a client has to finish the handshake (default 10 s).
+    pub handshake_timeout_secs: Option<u64>,
+}
+
+/// Validated TLS settings of a listener.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The files, for [`portcullis_ca::Reloading`].
+    pub files: portcullis_ca::tls::ServerTlsFiles,
+    /// Poll interval of the files.
+    pub reload_interval: std::time::Duration,
+    /// Handshake timeout.
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl TlsConfig {
+    /// Whether client certificates are asked for.
+    pub fn client_certs(&self) -> bool {
+        !matches!(self.files.client_auth, portcullis_ca::tls::ClientAuth::None)
+    }
+}
+
+impl RawTls {
+    fn validate(self, table: &str) -> Result<TlsConfig, ConfigError> {
+        use portcullis_ca::tls::{ClientAuth, ClientTrust, ServerTlsFiles};
+        let key = |k: &str| format!("{table}.{k}");
+        let file = |k: &str, v: Option<String>| -> Result<std::path::PathBuf, ConfigError> {
+            let v = v.ok_or_else(|| err(key(k), "required (a PEM file)"))?;
+            let p = std::path::PathBuf::from(v);
+            if !p.is_file() {
+                return Err(err(
+                    key(k),
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+            Ok(p)
+        };
+        let cert_chain = file("cert", self.cert)?;
+        let tls_key = file("key", self.key)?;
+        let mode = match self.client_auth.as_deref() {
+            None if self.client_ca.is_some() => "optional",
+            None => "none",
+            Some(m @ ("none" | "optional" | "required")) => m,
+            Some(other) => {
+                return Err(err(
+                    key("client_auth"),
+                    format!("expected none, optional or required, got {other:?}"),
+                ));
+            }
+        };
+        let client_auth = if mode == "none" {
+            if self.client_ca.is_some() || !self.crls.is_empty() {
+                return Err(err(
+                    key("client_auth"),
+                    "is none, but client_ca or crls are set",
+                ));
+            }
+            ClientAuth::None
+        } else {
+            let roots = file("client_ca", self.client_ca)?;
+            let mut crls = Vec::with_capacity(self.crls.len());
+            for (n, c) in self.crls.into_iter().enumerate() {
+                crls.push(file(&format!("crls[{n}]"), Some(c))?);
+            }
+            let trust = ClientTrust {
+                allow_self_signed: self.allow_self_signed.unwrap_or(true),
+                ..ClientTrust::new(roots, crls)
+            };
+            if mode == "required" {
+                ClientAuth::Required(trust)
+            } else {
+                ClientAuth::Optional(trust)
+            }
+        };
+        let secs = |k: &str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+            0 => Err(err(key(k), "must be at least 1")),
+            v => Ok(std::time::Duration::from_secs(v)),
+        };
+        Ok(TlsConfig {
+            files: ServerTlsFiles {
+                cert_chain,
+                key: tls_key,
+                client_auth,
+                alpn_protocols: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            },
+            reload_interval: secs("reload_interval_secs", self.reload_interval_secs, 5)?,
+            handshake_timeout: secs("handshake_timeout_secs", self.handshake_timeout_secs, 10)?,
+        })
+    }
 }
 
 /// `[token_exchange]`.
@@ -195,6 +312,26 @@ pub struct RawClient {
     pub require_pkce: Option<bool>,
     /// Enabled (default true).
     pub enabled: Option<bool>,
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2);
+    /// other methods follow from secret, jwks or public.
+    pub token_endpoint_auth_method: Option<String>,
+    /// `tls_client_auth`: the certificate's subject DN (RFC 4514).
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a DNS SAN.
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI SAN (e.g. a SPIFFE ID).
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an IP address SAN.
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an email SAN.
+    pub tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth`: the client's certificates, PEM.
+    pub tls_client_certificates: Option<Vec<String>>,
+    /// `self_signed_tls_client_auth`: `x5t#S256` of the client's certificates.
+    pub tls_client_certificate_thumbprints: Option<Vec<String>>,
+    /// Bind every access token to the client certificate (RFC 8705 §3.4).
+    #[serde(default)]
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 /// `[passwords]`: argon2id parameters for hashing people's passwords.
@@ -252,6 +389,8 @@ pub enum ClientCredentialSpec {
     JwksUri(url::Url),
     /// A public client: no credential.
     None,
+    /// A TLS client certificate (RFC 8705 §2), as registered.
+    Tls(crate::model::Credential),
 }
 
 /// A validated declared client.
@@ -277,6 +416,8 @@ pub struct ClientSpec {
     pub access_token_ttl: Option<u64>,
     /// Browser-login settings.
     pub login: crate::model::LoginSettings,
+    /// Tokens always bound to the client certificate.
+    pub tls_bound_tokens: bool,
     /// Enabled.
     pub enabled: bool,
 }
@@ -413,6 +554,10 @@ pub struct Config {
     pub login: LoginConfig,
     /// Token-exchange policy.
     pub token_exchange: crate::exchange::ExchangePolicy,
+    /// TLS on the public listener; `None` is plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// TLS on the admin listener; `None` is plain HTTP.
+    pub admin_tls: Option<TlsConfig>,
 }
 
 /// The `[login]` table: browser login (authorization-code flow).
@@ -535,14 +680,29 @@ impl RawConfig {
             "admin_listen",
             self.admin_listen.as_deref().unwrap_or("127.0.0.1:9001"),
         )?;
+        let tls = self.tls.map(|t| t.validate("tls")).transpose()?;
+        let admin_tls = self
+            .admin_tls
+            .map(|t| t.validate("admin_tls"))
+            .transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let issuer = match self.issuer {
             Some(s) => Some(Issuer::from_str(&s).map_err(|e| err("issuer", e.to_string()))?),
             None if listen.port() == 0 => None,
             None => Some(
-                Issuer::from_str(&format!("http://{listen}"))
+                Issuer::from_str(&format!("{scheme}://{listen}"))
                     .map_err(|e| err("issuer", e.to_string()))?,
             ),
         };
+        if let Some(i) = &issuer
+            && tls.is_some()
+            && !i.as_str().starts_with("https://")
+        {
+            return Err(err(
+                "issuer",
+                "must be an https URL when the public listener serves TLS ([tls])",
+            ));
+        }
         let database_url = self
             .database_url
             .unwrap_or_else(|| "sqlite://portcullis.db".into());
@@ -636,6 +796,8 @@ impl RawConfig {
             users,
             login: self.login.validate()?,
             token_exchange: self.token_exchange.validate()?,
+            tls,
+            admin_tls,
         })
     }
 }
@@ -682,16 +844,45 @@ impl RawClient {
     ) -> Result<ClientSpec, ConfigError> {
         let id =
             ClientId::from_str(&self.id).map_err(|e| err(format!("{at}.id"), e.to_string()))?;
-        let credential = match (self.secret, self.secret_env, self.jwks, self.jwks_uri) {
-            (None, None, None, None) if self.public => ClientCredentialSpec::None,
-            (_, _, _, _) if self.public => {
+        let tls = crate::mtls::TlsFields {
+            method: self.token_endpoint_auth_method.as_deref(),
+            subject: [
+                self.tls_client_auth_subject_dn.as_deref(),
+                self.tls_client_auth_san_dns.as_deref(),
+                self.tls_client_auth_san_uri.as_deref(),
+                self.tls_client_auth_san_ip.as_deref(),
+                self.tls_client_auth_san_email.as_deref(),
+            ],
+            certificates: self.tls_client_certificates.as_deref(),
+            thumbprints: self.tls_client_certificate_thumbprints.as_deref(),
+            jwks: self.jwks.as_ref(),
+        }
+        .credential()
+        .map_err(|(field, problem)| err(format!("{at}.{field}"), problem))?;
+        let credential = match (tls, self.secret, self.secret_env, self.jwks, self.jwks_uri) {
+            (Some(_), ..) if self.public => {
+                return Err(err(
+                    format!("{at}.public"),
+                    "a public client has no token_endpoint_auth_method",
+                ));
+            }
+            // `jwks` may carry a self-signed client's certificates (x5c).
+            (Some(c), None, None, _, None) => ClientCredentialSpec::Tls(c),
+            (Some(_), ..) => {
+                return Err(err(
+                    format!("{at}.token_endpoint_auth_method"),
+                    "a certificate client has no secret, secret_env or jwks_uri",
+                ));
+            }
+            (None, None, None, None, None) if self.public => ClientCredentialSpec::None,
+            (None, _, _, _, _) if self.public => {
                 return Err(err(
                     format!("{at}.public"),
                     "a public client has no secret, secret_env, jwks or jwks_uri",
                 ));
             }
-            (Some(s), None, None, None) => ClientCredentialSpec::Secret(Secret::new(s)),
-            (None, Some(var), None, None) => match env(&var) {
+            (None, Some(s), None, None, None) => ClientCredentialSpec::Secret(Secret::new(s)),
+            (None, None, Some(var), None, None) => match env(&var) {
                 Some(s) if !s.is_empty() => ClientCredentialSpec::Secret(Secret::new(s)),
                 _ => {
                     return Err(err(
@@ -700,8 +891,8 @@ impl RawClient {
                     ));
                 }
             },
-            (None, None, Some(j), None) => ClientCredentialSpec::Jwks(j),
-            (None, None, None, Some(u)) => ClientCredentialSpec::JwksUri(
+            (None, None, None, Some(j), None) => ClientCredentialSpec::Jwks(j),
+            (None, None, None, None, Some(u)) => ClientCredentialSpec::JwksUri(
                 url::Url::parse(&u).map_err(|e| err(format!("{at}.jwks_uri"), e.to_string()))?,
             ),
             _ => {
@@ -747,6 +938,7 @@ impl RawClient {
                 first_party: self.first_party,
                 require_pkce: self.require_pkce.unwrap_or(true),
             },
+            tls_bound_tokens: self.tls_client_certificate_bound_access_tokens,
             enabled: self.enabled.unwrap_or(true),
         };
         crate::authorize::check_login_settings(
@@ -915,6 +1107,99 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(raw.validate(&no_env).unwrap_err().key, "jwks_max_age_secs");
+    }
+
+    // ----- TLS ------------------------------------------------------------
+
+    #[test]
+    fn tls_tables_are_checked_key_by_key_and_make_the_issuer_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "x").unwrap();
+        let pem = pem.display().to_string();
+        let with = |table: &str, extra: &str| {
+            dev_toml(&format!(
+                "listen = \"127.0.0.1:8443\"\n{extra}\n[{table}]\ncert = \"{pem}\"\nkey = \"{pem}\"\n"
+            ))
+        };
+        let c = with("tls", "").validate(&no_env).unwrap();
+        assert_eq!(c.issuer.unwrap().as_str(), "https://127.0.0.1:8443");
+        assert!(!c.tls.unwrap().client_certs());
+        let c = with("tls", "").validate(&no_env);
+        assert!(c.is_ok());
+        let e = with("tls", "issuer = \"http://iam.example\"")
+            .validate(&no_env)
+            .unwrap_err();
+        assert_eq!(e.key, "issuer");
+        let c = with("admin_tls", "").validate(&no_env).unwrap();
+        assert!(
+            c.issuer.unwrap().as_str().starts_with("http://"),
+            "admin TLS leaves the issuer"
+        );
+        for (table_extra, key) in [
+            ("client_auth = \"sometimes\"", "tls.client_auth"),
+            ("client_auth = \"required\"", "tls.client_ca"),
+            ("client_ca = \"/nonexistent.pem\"", "tls.client_ca"),
+            ("client_auth = \"none\"\ncrls = [\"x\"]", "tls.client_auth"),
+            (
+                &format!("client_ca = \"{pem}\"\ncrls = [\"/no.crl\"]"),
+                "tls.crls[0]",
+            ),
+            ("reload_interval_secs = 0", "tls.reload_interval_secs"),
+        ] {
+            let raw = dev_toml(&format!(
+                "[tls]\ncert = \"{pem}\"\nkey = \"{pem}\"\n{table_extra}\n"
+            ));
+            assert_eq!(raw.validate(&no_env).unwrap_err().key, key, "{table_extra}");
+        }
+        let e = dev_toml("[tls]\nkey = \"/k\"\n")
+            .validate(&no_env)
+            .unwrap_err();
+        assert_eq!(e.key, "tls.cert");
+        assert!(toml::from_str::<RawConfig>("[tls]\ncertificate = \"x\"").is_err());
+    }
+
+    #[test]
+    fn declared_certificate_clients_are_checked() {
+        let ok = dev_toml(
+            "[[clients]]\nid = \"svc\"\ntoken_endpoint_auth_method = \"tls_client_auth\"\n\
+             tls_client_auth_subject_dn = \"CN=svc,O=Example\"\n",
+        )
+        .validate(&no_env)
+        .unwrap();
+        assert!(matches!(
+            ok.clients[0].credential,
+            ClientCredentialSpec::Tls(crate::model::Credential::TlsClientAuth(_))
+        ));
+        for (client, key) in [
+            (
+                "token_endpoint_auth_method = \"tls_client_auth\"",
+                "clients[0].token_endpoint_auth_method",
+            ),
+            (
+                "token_endpoint_auth_method = \"tls_client_auth\"\ntls_client_auth_san_dns = \"a b\"",
+                "clients[0].tls_client_auth_san_dns",
+            ),
+            (
+                "token_endpoint_auth_method = \"tls_client_auth\"\ntls_client_auth_san_dns = \"a.svc\"\n\
+                 secret = \"0123456789abcdef0123456789abcdef\"",
+                "clients[0].token_endpoint_auth_method",
+            ),
+            (
+                "tls_client_auth_san_uri = \"spiffe://td/x\"",
+                "clients[0].tls_client_auth_san_uri",
+            ),
+            (
+                "public = true\ntoken_endpoint_auth_method = \"self_signed_tls_client_auth\"\n\
+                 tls_client_certificate_thumbprints = [\"4UAEVdi1J15QxVJ45v-0E1YRxFXpACI2L2YLZbe684c\"]",
+                "clients[0].public",
+            ),
+        ] {
+            let e = dev_toml(&format!("[[clients]]\nid = \"svc\"\n{client}\n"))
+                .validate(&no_env)
+                .unwrap_err();
+            assert_eq!(e.key, key, "{client}");
+        }
     }
 
     // ----- Users and passwords -------------------------------------------

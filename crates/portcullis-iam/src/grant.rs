@@ -73,6 +73,7 @@ mod tests {
             default_audiences: vec!["svc-1".parse().unwrap()],
             access_token_ttl: None,
             login: Default::default(),
+            tls_bound_tokens: false,
             enabled: true,
             created_at: 0,
             updated_at: 0,

@@ -5,13 +5,16 @@
 //! - [`store`]: persistence behind the [`store::Store`] trait (SQLite embedded).
 //! - [`keys`]: signing keys, encrypted at rest, with staged rotation.
 //! - [`clients`]: the client registry and its cache; [`client_auth`]: client
-//!   authentication; [`grant`]: scope/audience decisions.
+//!   authentication; [`grant`]: scope/audience decisions; [`mtls`]: mutual-TLS
+//!   client authentication and certificate-bound tokens (RFC 8705).
 //! - [`users`]: people who log in; argon2id passwords checked on the blocking
 //!   pool, with the same work for unknown users.
 //! - [`login`]: the browser login (OIDC code flow): sealed pending requests,
 //!   cookies, redirects; [`throttle`]: sign-in throttling.
 //! - [`http`]: the public and admin routers; errors reach the wire in one place.
-//! - [`server`]: start, background housekeeping, graceful shutdown.
+//! - [`server`]: start, background housekeeping, graceful shutdown; plain
+//!   HTTP, or TLS through `portcullis_ca::tls::serve` with the client
+//!   certificate in each request's extensions.
 //!
 //! Issuing a client-credentials token reads the client from a cache and signs
 //! once; nothing on that path writes to the database.
@@ -44,6 +47,7 @@ pub mod keys;
 pub mod login;
 pub mod metrics;
 pub mod model;
+pub mod mtls;
 pub mod rbac;
 pub mod server;
 pub mod store;

@@ -58,6 +58,12 @@ pub enum Credential {
     /// cannot keep a secret. It may only use the authorization-code flow
     /// with PKCE and refresh its tokens; never client credentials.
     None,
+    /// `tls_client_auth` (RFC 8705 §2.1): a client certificate that chains
+    /// to the listener's client CA (CRL-checked) and carries this name.
+    TlsClientAuth(portcullis_ca::SubjectMatch),
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): one of the registered
+    /// (self-signed) certificates, by `x5t#S256` thumbprint.
+    SelfSignedTls(Vec<String>),
 }
 
 impl Credential {
@@ -67,6 +73,8 @@ impl Credential {
             Self::Secret { .. } => &["client_secret_basic", "client_secret_post"],
             Self::Jwks(_) | Self::JwksUri(_) => &["private_key_jwt"],
             Self::None => &["none"],
+            Self::TlsClientAuth(_) => &["tls_client_auth"],
+            Self::SelfSignedTls(_) => &["self_signed_tls_client_auth"],
         }
     }
 }
@@ -94,6 +102,10 @@ pub struct Client {
     pub access_token_ttl: Option<u64>,
     /// How it takes part in browser logins.
     pub login: LoginSettings,
+    /// `tls_client_certificate_bound_access_tokens` (RFC 8705 §3.4): its
+    /// tokens are always bound to its TLS client certificate, which it must
+    /// present (certificate-authenticated clients' tokens are bound anyway).
+    pub tls_bound_tokens: bool,
     /// A disabled client cannot authenticate; its tokens are revoked.
     pub enabled: bool,
     /// Creation time.

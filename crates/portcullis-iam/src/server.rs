@@ -3,12 +3,15 @@
 
 use crate::client_auth::ClientAuthenticator;
 use crate::clients::{ClientError, ClientRegistry};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, TlsConfig};
 use crate::http::{self, AppState, paths};
 use crate::keys::{KeyRing, KeyRingError, KeyRingOptions};
 use crate::store::{self, StoreError};
 use crate::users::{UserError, UserRegistry};
+use axum::extract::ConnectInfo;
 use axum::serve::ListenerExt;
+use portcullis_ca::Reloading;
+use portcullis_ca::tls::Acceptor;
 use portcullis_core::jose::SigningAlgorithm;
 use portcullis_core::{Clock, Issuer, SystemClock};
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,14 @@ pub enum StartError {
     /// The derived issuer is invalid.
     #[error("issuer: {0}")]
     Issuer(String),
+    /// A listener's TLS files do not load.
+    #[error("{table}: {source}")]
+    Tls {
+        /// `tls` or `admin_tls`.
+        table: &'static str,
+        /// What failed.
+        source: portcullis_ca::tls::TlsError,
+    },
 }
 
 /// A running server.
@@ -59,6 +71,7 @@ pub struct RunningIam {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: JoinHandle<()>,
+    tls_watchers: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -67,6 +80,9 @@ impl RunningIam {
     /// period), stops background work.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        for w in &self.tls_watchers {
+            w.abort();
+        }
         let drain = async {
             for s in self.servers {
                 let _ = s.await;
@@ -116,11 +132,27 @@ pub async fn start_with_clock(
         addr: config.admin_listen,
         source,
     })?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let issuer = match config.issuer {
         Some(i) => i,
-        None => Issuer::from_str(&format!("http://{public_addr}"))
+        None => Issuer::from_str(&format!("{scheme}://{public_addr}"))
             .map_err(|e| StartError::Issuer(e.to_string()))?,
     };
+    let load_tls = |table: &'static str, tls: &Option<TlsConfig>| {
+        tls.as_ref()
+            .map(|t| {
+                let reloading = Reloading::new(t.files.clone())
+                    .map_err(|source| StartError::Tls { table, source })?;
+                Ok::<_, StartError>((Arc::new(reloading), t.clone()))
+            })
+            .transpose()
+    };
+    let public_tls = load_tls("tls", &config.tls)?;
+    let admin_tls = load_tls("admin_tls", &config.admin_tls)?;
 
     let store = store::open(&config.database_url).await?;
     let master = Arc::new(config.master_key);
@@ -183,34 +215,54 @@ pub async fn start_with_clock(
         login: config.login.clone(),
         exchange: config.token_exchange.clone(),
         roles: Arc::new(crate::rbac::RoleRegistry::new(store.clone(), clock.clone())),
+        mtls: config.tls.as_ref().is_some_and(TlsConfig::client_certs),
     });
     if state.admin_token.is_none() {
         tracing::warn!("no admin_token configured: the admin API answers 503");
     }
 
     let (tx, rx) = watch::channel(false);
-    let serve = |listener: TcpListener, router: axum::Router, mut rx: watch::Receiver<bool>| {
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            let shutdown = async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "listener failed");
+    let mut tls_watchers = Vec::new();
+    let mut serve = |listener: TcpListener,
+                     router: axum::Router,
+                     tls: Option<(Arc<Reloading>, TlsConfig)>,
+                     mut rx: watch::Receiver<bool>| {
+        let shutdown = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        match tls {
+            None => serve_plain(listener, router, shutdown),
+            Some((reloading, t)) => {
+                tls_watchers.push(reloading.watch(t.reload_interval));
+                let acceptor = Acceptor::new(reloading).with_handshake_timeout(t.handshake_timeout);
+                tokio::spawn(portcullis_ca::tls::serve(
+                    listener,
+                    acceptor,
+                    move |addr: SocketAddr| {
+                        // What `into_make_service_with_connect_info` does.
+                        router
+                            .clone()
+                            .map_request(move |mut req: axum::extract::Request<_>| {
+                                req.extensions_mut().insert(ConnectInfo(addr));
+                                req
+                            })
+                    },
+                    shutdown,
+                ))
             }
-        })
+        }
     };
     let servers = vec![
-        serve(public, http::public_router(state.clone()), rx.clone()),
+        serve(
+            public,
+            http::public_router(state.clone()),
+            public_tls,
+            rx.clone(),
+        ),
         serve(
             admin,
             http::admin_router(state.clone(), config.max_body_bytes),
+            admin_tls,
             rx.clone(),
         ),
     ];
@@ -230,7 +282,28 @@ pub async fn start_with_clock(
         shutdown: tx,
         servers,
         background,
+        tls_watchers,
         grace: Duration::from_secs(config.shutdown_grace),
+    })
+}
+
+/// Serves `router` over plain HTTP until `shutdown`.
+fn serve_plain(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "listener failed");
+        }
     })
 }
 

@@ -60,7 +60,7 @@ impl Clock for ManualClock {
 pub struct TestIam {
     /// The running server (taken by [`TestIam::stop`]).
     pub server: Option<RunningIam>,
-    /// Public base URL (`http://` + bound address).
+    /// Public base URL (`http://` or, with `[tls]`, `https://` + bound address).
     pub base: String,
     /// Issuer identifier (equals `base` unless configured).
     pub issuer: String,
@@ -139,13 +139,18 @@ impl TestIam {
         let config = raw
             .validate(&|v| std::env::var(v).ok())
             .expect("valid test config");
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let (public, admin) = (
+            scheme(config.tls.is_some()),
+            scheme(config.admin_tls.is_some()),
+        );
         let server = portcullis_iam::server::start_with_clock(config, clock)
             .await
             .expect("server starts");
         Self {
-            base: format!("http://{}", server.public_addr),
+            base: format!("{public}://{}", server.public_addr),
             issuer: server.issuer.to_string(),
-            admin: format!("http://{}", server.admin_addr),
+            admin: format!("{admin}://{}", server.admin_addr),
             server: Some(server),
             dir,
             http: http_client(),

@@ -11,12 +11,12 @@ use super::token::{access_ttl, mint_access_token, no_store};
 use crate::authorize::verify_pkce;
 use crate::crypto::random_token;
 use crate::login::digest;
-use crate::model::{Client, GrantType, User, UserId};
+use crate::model::{Client, Credential, GrantType, User, UserId};
 use crate::store::{Grant, Issuance, RefreshOutcome};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::jose::{
-    AccessTokenClaims, Audiences, IdTokenClaims, SigningAlgorithm, at_hash,
+    AccessTokenClaims, Audiences, Confirmation, IdTokenClaims, SigningAlgorithm, at_hash,
 };
 use portcullis_core::oauth::{ErrorCode, OAuthError};
 use portcullis_core::{ScopeSet, UnixTime};
@@ -64,6 +64,8 @@ struct Issue<'a> {
     sid: &'a str,
     nonce: Option<&'a str>,
     now: UnixTime,
+    /// The certificate the access token is bound to (RFC 8705 §3).
+    cnf: Option<&'a Confirmation>,
 }
 
 /// Signs the access token and, with `openid`, the ID token (RS256), and
@@ -81,7 +83,7 @@ fn respond(s: &SharedState, i: Issue<'_>, refresh: Option<&str>) -> Result<Respo
         scope: (!i.scope.is_empty()).then(|| i.scope.to_owned()),
         act: None,
         roles: i.roles.to_vec(),
-        cnf: None,
+        cnf: i.cnf.cloned(),
     };
     let access = mint_access_token(s, i.grant, &claims, i.now)?;
     let mut body = json!({
@@ -157,6 +159,7 @@ pub(super) async fn authorization_code(
     s: &SharedState,
     client: &Client,
     form: &FormParams,
+    cnf: Option<&Confirmation>,
 ) -> Result<Response, ApiError> {
     let code = form
         .get("code")
@@ -220,6 +223,11 @@ pub(super) async fn authorization_code(
         audiences: row.audiences.clone(),
         auth_time: row.auth_time,
         expires_at: now + s.login.refresh_max_ttl,
+        // A public client's refresh tokens are bound to its certificate
+        // (RFC 8705 §4); a confidential client's are bound to it anyway.
+        cnf_x5t: cnf
+            .filter(|_| matches!(client.credential, Credential::None))
+            .map(|c| c.x5t_s256.clone()),
     };
     let issued = Issuance {
         access_jti: jti.clone(),
@@ -247,6 +255,7 @@ pub(super) async fn authorization_code(
         sid: &row.sid,
         nonce: row.nonce.as_deref(),
         now,
+        cnf,
     };
     respond(s, issue, refresh.as_ref().map(|(t, _, _)| t.as_str()))
 }
@@ -256,6 +265,7 @@ pub(super) async fn refresh_token(
     s: &SharedState,
     client: &Client,
     form: &FormParams,
+    cnf: Option<&Confirmation>,
 ) -> Result<Response, ApiError> {
     let presented = form
         .get("refresh_token")
@@ -263,19 +273,33 @@ pub(super) async fn refresh_token(
     id_token_key(s).await?;
     let now = s.clock.now();
     let key = digest(s.clients.master(), "refresh", presented);
-    // A narrower scope may be asked for (RFC 6749 §6), never a wider one;
-    // checked before the token is spent.
-    let scope = match form.get("scope") {
-        None => None,
-        Some(v) => {
+    // A public client's grant may be bound to a certificate (RFC 8705 §4):
+    // checked before the token is spent, like a narrower scope (RFC 6749
+    // §6), which is never a wider one.
+    let public = matches!(client.credential, Credential::None);
+    let before = if public || form.get("scope").is_some() {
+        let Some(g) = s.store.refresh_grant(&key).await? else {
+            return Err(invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ));
+        };
+        if g.cnf_x5t
+            .as_deref()
+            .is_some_and(|bound| cnf.is_none_or(|c| c.x5t_s256 != bound))
+        {
+            return Err(invalid_grant(
+                "the refresh token is bound to another TLS client certificate",
+            ));
+        }
+        Some(g)
+    } else {
+        None
+    };
+    let scope = match (form.get("scope"), before) {
+        (Some(v), Some(g)) => {
             let req = ScopeSet::from_str(v).map_err(|e| {
                 OAuthError::new(ErrorCode::InvalidScope, format!("malformed scope: {e}"))
             })?;
-            let Some(g) = s.store.refresh_grant(&key).await? else {
-                return Err(invalid_grant(
-                    "the refresh token is invalid, expired or revoked",
-                ));
-            };
             let granted = ScopeSet::from_str(&g.scope).unwrap_or_default();
             if req.difference(&granted).next().is_some() {
                 return Err(OAuthError::new(
@@ -286,6 +310,7 @@ pub(super) async fn refresh_token(
             }
             Some(req.to_string())
         }
+        _ => None,
     };
     let ttl = access_ttl(s, client);
     let jti = random_token(16).map_err(internal)?;
@@ -337,6 +362,7 @@ pub(super) async fn refresh_token(
         sid: &grant.sid,
         nonce: None,
         now,
+        cnf,
     };
     respond(s, issue, Some(&token))
 }

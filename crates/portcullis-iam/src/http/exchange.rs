@@ -12,7 +12,7 @@ use crate::exchange::{ACCESS_TOKEN_TYPE, JWT_TYPE, decide};
 use crate::model::{Client, GrantType};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use portcullis_core::jose::{AccessTokenClaims, Audiences};
+use portcullis_core::jose::{AccessTokenClaims, Audiences, Confirmation};
 use portcullis_core::oauth::OAuthError;
 use serde_json::json;
 
@@ -30,6 +30,7 @@ pub(super) async fn token_exchange(
     s: &SharedState,
     client: &Client,
     form: &FormParams,
+    cnf: Option<&Confirmation>,
 ) -> Result<Response, ApiError> {
     let subject_token = form
         .get("subject_token")
@@ -111,7 +112,7 @@ pub(super) async fn token_exchange(
                     .collect()
             })
             .unwrap_or_default(),
-        cnf: None,
+        cnf: cnf.cloned(),
     };
     let token = mint_access_token(s, GrantType::TokenExchange, &claims, now)?;
     crate::audit::token_exchanged(

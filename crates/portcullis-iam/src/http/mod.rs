@@ -87,6 +87,9 @@ pub struct AppState {
     pub exchange: crate::exchange::ExchangePolicy,
     /// Roles (RBAC).
     pub roles: Arc<crate::rbac::RoleRegistry>,
+    /// The public listener asks for client certificates (mutual TLS,
+    /// RFC 8705): advertised in discovery.
+    pub mtls: bool,
 }
 
 /// Shared state handle.

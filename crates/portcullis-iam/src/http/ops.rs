@@ -10,22 +10,25 @@ use serde_json::json;
 
 /// Authorization server metadata. Lists only what is implemented.
 pub async fn discovery(State(s): State<SharedState>) -> Response {
-    let auth_methods = [
+    let mut auth_methods = vec![
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
     ];
-    let token_auth_methods = [
-        "client_secret_basic",
-        "client_secret_post",
-        "private_key_jwt",
-        "none",
-    ];
+    // Certificate methods only when the listener asks for certificates.
+    if s.mtls {
+        auth_methods.extend([
+            crate::mtls::TLS_CLIENT_AUTH,
+            crate::mtls::SELF_SIGNED_TLS_CLIENT_AUTH,
+        ]);
+    }
+    let mut token_auth_methods = auth_methods.clone();
+    token_auth_methods.push("none");
     let assertion_algs = [
         "ES256", "ES384", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     ];
     let signing_algs: Vec<&str> = SigningAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
-    let body = json!({
+    let mut body = json!({
         "issuer": s.issuer,
         "token_endpoint": s.issuer.join(paths::TOKEN),
         "jwks_uri": s.issuer.join(paths::JWKS),
@@ -61,6 +64,13 @@ pub async fn discovery(State(s): State<SharedState>) -> Response {
         "access_token_signing_alg_values_supported": signing_algs,
         "portcullis_revocations_endpoint": s.issuer.join(paths::REVOCATIONS),
     });
+    if let (true, Some(obj)) = (s.mtls, body.as_object_mut()) {
+        // RFC 8705 §3.3. One listener serves both, so no mtls_endpoint_aliases.
+        obj.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            true.into(),
+        );
+    }
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,

@@ -8,12 +8,13 @@ use crate::client_auth::AuthMethod;
 use crate::crypto::random_token;
 use crate::model::{Client, GrantType, RevocationKind};
 use crate::store::NewRevocation;
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use portcullis_ca::PeerCertificate;
 use portcullis_core::UnixTime;
-use portcullis_core::jose::{AccessTokenClaims, Audiences, TokenClaims};
+use portcullis_core::jose::{AccessTokenClaims, Audiences, Confirmation, TokenClaims};
 use portcullis_core::oauth::{ErrorCode, OAuthError};
 use serde::Deserialize;
 use serde_json::json;
@@ -57,9 +58,16 @@ fn token_response(access_token: &str, expires_in: u64, scope: &str) -> Response 
     no_store(resp)
 }
 
+/// The TLS client certificate of the request's connection, if any.
+pub(super) type Peer = Option<Extension<PeerCertificate>>;
+
 /// `POST /oauth2/token`.
-pub async fn token(State(s): State<SharedState>, Form(form, headers): Form) -> Response {
-    match issue(&s, &headers, &form).await {
+pub async fn token(
+    State(s): State<SharedState>,
+    peer: Peer,
+    Form(form, headers): Form,
+) -> Response {
+    match issue(&s, &headers, &form, peer.as_deref()).await {
         Ok(r) => r,
         Err((client_id, e)) => {
             metrics::counter!(names::TOKEN_ERRORS, "error" => e.error.error.as_str()).increment(1);
@@ -76,6 +84,7 @@ async fn issue(
     s: &SharedState,
     headers: &HeaderMap,
     form: &super::form::FormParams,
+    peer: Option<&PeerCertificate>,
 ) -> Result<Response, Refusal> {
     let anon = |e: ApiError| (None, e);
     let Some(grant_type) = form.get("grant_type") else {
@@ -85,7 +94,7 @@ async fn issue(
     };
     let authed = s
         .auth
-        .authenticate("token", headers, form)
+        .authenticate("token", headers, form, peer)
         .await
         .map_err(anon)?;
     let client = authed.client;
@@ -118,19 +127,47 @@ async fn issue(
         )));
     }
     let client_named = |e: ApiError| (Some(client.id.to_string()), e);
+    let bind = binding(&client, authed.method, peer).map_err(named)?;
     match grant {
-        GrantType::ClientCredentials => client_credentials(s, &client, form)
+        GrantType::ClientCredentials => client_credentials(s, &client, form, bind.as_ref())
             .await
             .map_err(client_named),
-        GrantType::AuthorizationCode => super::code_grant::authorization_code(s, &client, form)
-            .await
-            .map_err(client_named),
-        GrantType::RefreshToken => super::code_grant::refresh_token(s, &client, form)
-            .await
-            .map_err(client_named),
-        GrantType::TokenExchange => super::exchange::token_exchange(s, &client, form)
-            .await
-            .map_err(client_named),
+        GrantType::AuthorizationCode => {
+            super::code_grant::authorization_code(s, &client, form, bind.as_ref())
+                .await
+                .map_err(client_named)
+        }
+        GrantType::RefreshToken => {
+            super::code_grant::refresh_token(s, &client, form, bind.as_ref())
+                .await
+                .map_err(client_named)
+        }
+        GrantType::TokenExchange => {
+            super::exchange::token_exchange(s, &client, form, bind.as_ref())
+                .await
+                .map_err(client_named)
+        }
+    }
+}
+
+/// The certificate the access token is bound to (RFC 8705 §3): the one the
+/// client authenticated with, or, for a client registered with
+/// `tls_client_certificate_bound_access_tokens`, the one it presented
+/// (which it then must).
+fn binding(
+    client: &Client,
+    method: AuthMethod,
+    peer: Option<&PeerCertificate>,
+) -> Result<Option<Confirmation>, OAuthError> {
+    match peer {
+        Some(p) if method.is_certificate() || client.tls_bound_tokens => Ok(Some(Confirmation {
+            x5t_s256: p.x5t_s256().to_owned(),
+        })),
+        None if client.tls_bound_tokens => Err(OAuthError::invalid_request(
+            "this client's tokens are bound to its TLS client certificate: \
+             connect with it (RFC 8705 §3)",
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -174,6 +211,7 @@ async fn client_credentials(
     s: &SharedState,
     client: &Client,
     form: &super::form::FormParams,
+    cnf: Option<&Confirmation>,
 ) -> Result<Response, ApiError> {
     let scope = crate::grant::resolve_scope(client, form.get("scope"))?;
     // Roles: a scope some role grants needs a role the client holds; asked
@@ -212,7 +250,7 @@ async fn client_credentials(
         scope: (!scope_str.is_empty()).then(|| scope_str.clone()),
         act: None,
         roles: held.roles,
-        cnf: None,
+        cnf: cnf.cloned(),
     };
     let access_token = mint_access_token(s, GrantType::ClientCredentials, &claims, now)?;
     Ok(token_response(&access_token, ttl, &scope_str))
@@ -247,9 +285,12 @@ pub(super) async fn active_claims(
 /// `POST /oauth2/introspect` (RFC 7662): authenticated clients only.
 pub async fn introspect(
     State(s): State<SharedState>,
+    peer: Peer,
     Form(form, headers): Form,
 ) -> Result<Response, ApiError> {
-    s.auth.authenticate("introspect", &headers, &form).await?;
+    s.auth
+        .authenticate("introspect", &headers, &form, peer.as_deref())
+        .await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
@@ -269,8 +310,14 @@ pub async fn introspect(
                 "jti": c.jti,
             });
             // RFC 7662 §2.2: `scope` is a string when present; absent, never null.
-            if let (Some(scope), Some(obj)) = (c.scope, body.as_object_mut()) {
-                obj.insert("scope".into(), scope.into());
+            if let Some(obj) = body.as_object_mut() {
+                if let Some(scope) = c.scope {
+                    obj.insert("scope".into(), scope.into());
+                }
+                // RFC 8705 §3.2: the certificate a bound token is bound to.
+                if let Some(cnf) = c.extra.get("cnf") {
+                    obj.insert("cnf".into(), cnf.clone());
+                }
             }
             (body, "true")
         }
@@ -283,9 +330,13 @@ pub async fn introspect(
 /// get 200: there is nothing left to revoke (§2.2).
 pub async fn revoke(
     State(s): State<SharedState>,
+    peer: Peer,
     Form(form, headers): Form,
 ) -> Result<Response, ApiError> {
-    let caller = s.auth.authenticate("revoke", &headers, &form).await?;
+    let caller = s
+        .auth
+        .authenticate("revoke", &headers, &form, peer.as_deref())
+        .await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;

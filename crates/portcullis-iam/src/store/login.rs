@@ -87,6 +87,9 @@ pub struct Grant {
     pub auth_time: UnixTime,
     /// Absolute end of its refresh tokens.
     pub expires_at: UnixTime,
+    /// `x5t#S256` of the client certificate a public client's refresh
+    /// tokens are bound to (RFC 8705 §4); refreshing needs the same one.
+    pub cnf_x5t: Option<String>,
 }
 
 /// Tokens being issued under a grant, recorded in the same transaction as

@@ -94,7 +94,10 @@ pub(super) fn client_from_row(row: &impl Cols) -> Result<Client, StoreError> {
     let jwks = row.text_opt("jwks")?;
     let jwks_uri = row.text_opt("jwks_uri")?;
     let public = row.flag("public")?;
+    let tls = row.text_opt("tls_auth")?;
     let credential = match (digest, jwks, jwks_uri) {
+        (None, None, None) if tls.is_some() => tls_from_column(tls.as_deref().unwrap_or(""))
+            .map_err(|e| corrupt("client tls_auth")(e))?,
         (None, None, None) if public => Credential::None,
         (Some(d), None, None) => Credential::Secret { digest: d },
         (None, Some(j), None) => Credential::Jwks(
@@ -131,6 +134,7 @@ pub(super) fn client_from_row(row: &impl Cols) -> Result<Client, StoreError> {
     };
     Ok(Client {
         login,
+        tls_bound_tokens: row.flag("tls_bound_tokens")?,
         name: row.text("name")?,
         credential,
         grant_types,
@@ -144,6 +148,41 @@ pub(super) fn client_from_row(row: &impl Cols) -> Result<Client, StoreError> {
         updated_at: u(row.int("updated_at")?),
         id,
     })
+}
+
+/// The `tls_auth` column: the certificate credential as JSON,
+/// `{"method": "tls_client_auth", "tls_client_auth_subject_dn": "CN=…"}` or
+/// `{"method": "self_signed_tls_client_auth", "x5t#S256": ["…"]}`.
+fn tls_to_column(c: &Credential) -> Option<String> {
+    let v = match c {
+        Credential::TlsClientAuth(m) => serde_json::json!({
+            "method": crate::mtls::TLS_CLIENT_AUTH,
+            m.metadata_name(): m.value(),
+        }),
+        Credential::SelfSignedTls(t) => serde_json::json!({
+            "method": crate::mtls::SELF_SIGNED_TLS_CLIENT_AUTH,
+            "x5t#S256": t,
+        }),
+        _ => return None,
+    };
+    Some(v.to_string())
+}
+
+fn tls_from_column(s: &str) -> Result<Credential, String> {
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
+    match v.get("method").and_then(|m| m.as_str()) {
+        Some(crate::mtls::TLS_CLIENT_AUTH) => crate::mtls::SUBJECT_FIELDS
+            .iter()
+            .find_map(|k| Some(portcullis_ca::SubjectMatch::parse(k, v.get(*k)?.as_str()?)))
+            .ok_or_else(|| "no tls_client_auth_* name".to_owned())?
+            .map(Credential::TlsClientAuth),
+        Some(crate::mtls::SELF_SIGNED_TLS_CLIENT_AUTH) => {
+            serde_json::from_value(v.get("x5t#S256").cloned().unwrap_or_default())
+                .map(Credential::SelfSignedTls)
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("unknown method".into()),
+    }
 }
 
 /// Binds the client's columns in the order of [`INSERT_CLIENT`].
@@ -165,7 +204,9 @@ where
         Credential::Secret { digest } => (Some(digest.clone()), None, None),
         Credential::Jwks(j) => (None, Some(j.to_string()), None),
         Credential::JwksUri(u) => (None, None, Some(u.to_string())),
-        Credential::None => (None, None, None),
+        Credential::None | Credential::TlsClientAuth(_) | Credential::SelfSignedTls(_) => {
+            (None, None, None)
+        }
     };
     let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
     q.bind(c.id.as_str())
@@ -187,6 +228,8 @@ where
         .bind(json_list(&c.login.post_logout_redirect_uris))
         .bind(c.login.first_party)
         .bind(c.login.require_pkce)
+        .bind(tls_to_column(&c.credential))
+        .bind(c.tls_bound_tokens)
 }
 
 macro_rules! insert_client_sql {
@@ -194,8 +237,10 @@ macro_rules! insert_client_sql {
         "INSERT INTO clients (id, name, secret_digest, jwks, jwks_uri, \
     grant_types, allowed_scopes, default_scopes, allowed_audiences, default_audiences, \
     access_token_ttl, enabled, created_at, updated_at, \
-    public, redirect_uris, post_logout_redirect_uris, first_party, require_pkce) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+    public, redirect_uris, post_logout_redirect_uris, first_party, require_pkce, \
+    tls_auth, tls_bound_tokens) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+    $20, $21)"
     };
 }
 
@@ -211,7 +256,8 @@ pub(super) const UPSERT_CLIENT: &str = concat!(
     enabled = excluded.enabled, updated_at = excluded.updated_at, public = excluded.public, \
     redirect_uris = excluded.redirect_uris, \
     post_logout_redirect_uris = excluded.post_logout_redirect_uris, \
-    first_party = excluded.first_party, require_pkce = excluded.require_pkce"
+    first_party = excluded.first_party, require_pkce = excluded.require_pkce, \
+    tls_auth = excluded.tls_auth, tls_bound_tokens = excluded.tls_bound_tokens"
 );
 
 pub(super) const INSERT_REVOCATION: &str = "INSERT INTO revocations (kind, subject, issued_before, expires_at, revoked_at) \
@@ -408,7 +454,8 @@ pub(super) const USE_CODE: &str = "UPDATE auth_codes SET used_at = $1, grant_id 
     WHERE digest = $3 AND used_at IS NULL AND expires_at > $1";
 
 pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, user_id, sid, scope, \
-    audiences, auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    audiences, auth_time, created_at, expires_at, cnf_x5t) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 pub(super) const INSERT_GRANT_TOKEN: &str =
     "INSERT INTO grant_tokens (grant_id, jti, expires_at) VALUES ($1, $2, $3)";
@@ -466,6 +513,7 @@ pub(super) fn grant_from_row(row: &impl Cols) -> Result<Grant, StoreError> {
         audiences: row.list("audiences")?,
         auth_time: u(row.int("auth_time")?),
         expires_at: u(row.int("expires_at")?),
+        cnf_x5t: row.text_opt("cnf_x5t")?,
     })
 }
 

@@ -608,6 +608,7 @@ macro_rules! sql_login_fns {
                 .bind(i(g.auth_time))
                 .bind(i(now))
                 .bind(i(g.expires_at))
+                .bind(g.cnf_x5t.as_deref())
                 .execute(&mut *tx)
                 .await?;
             record_issuance(&mut tx, &g.id, issued, now).await?;

@@ -113,6 +113,7 @@ mod tests {
             audiences: vec!["api".into()],
             auth_time: 100,
             expires_at: 10_000,
+            cnf_x5t: None,
         }
     }
 
