@@ -134,8 +134,9 @@ impl Runtime {
                     audience,
                     algorithms,
                 } => {
-                    let cfg = ValidatorConfig::new(issuer.clone(), audience.clone())
+                    let mut cfg = ValidatorConfig::new(issuer.clone(), audience.clone())
                         .algorithms(algorithms);
+                    cfg.redis = redis.clone();
                     Method::Jwt(Validator::start(cfg).await)
                 }
                 Authenticator::Session => match &bff {

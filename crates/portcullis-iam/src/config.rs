@@ -70,6 +70,8 @@ pub struct RawConfig {
     /// Token exchange (RFC 8693): who may exchange which tokens for what.
     #[serde(default)]
     pub token_exchange: RawTokenExchange,
+    /// Redis (`[redis]`): revocation events are published there.
+    pub redis: Option<portcullis_redis::RawRedis>,
     /// TLS on the public listener (`[tls]`); plain HTTP without it.
     pub tls: Option<RawTls>,
     /// TLS on the admin listener (`[admin_tls]`); plain HTTP without it.
@@ -554,6 +556,8 @@ pub struct Config {
     pub login: LoginConfig,
     /// Token-exchange policy.
     pub token_exchange: crate::exchange::ExchangePolicy,
+    /// Redis, where revocation events are published.
+    pub redis: Option<portcullis_redis::RedisConfig>,
     /// TLS on the public listener; `None` is plain HTTP.
     pub tls: Option<TlsConfig>,
     /// TLS on the admin listener; `None` is plain HTTP.
@@ -796,6 +800,10 @@ impl RawConfig {
             users,
             login: self.login.validate()?,
             token_exchange: self.token_exchange.validate()?,
+            redis: match self.redis {
+                None => None,
+                Some(r) => Some(r.validate("redis").map_err(|e| err("redis", e))?),
+            },
             tls,
             admin_tls,
         })

@@ -40,6 +40,7 @@ pub mod client_auth;
 pub mod clients;
 pub mod config;
 pub mod exchange;
+pub mod fanout;
 pub use portcullis_core::crypto;
 pub mod grant;
 pub mod http;

@@ -50,6 +50,9 @@ pub enum StartError {
     /// The derived issuer is invalid.
     #[error("issuer: {0}")]
     Issuer(String),
+    /// The `[redis]` client could not be made.
+    #[error("{0}")]
+    Redis(portcullis_redis::RedisError),
     /// A listener's TLS files do not load.
     #[error("{table}: {source}")]
     Tls {
@@ -266,6 +269,16 @@ pub async fn start_with_clock(
             rx.clone(),
         ),
     ];
+    if let Some(cfg) = &config.redis {
+        let redis = portcullis_redis::Redis::connect(cfg.clone()).map_err(StartError::Redis)?;
+        crate::fanout::spawn(
+            store.clone(),
+            clock.clone(),
+            redis,
+            issuer.as_str().to_owned(),
+            rx.clone(),
+        );
+    }
     let rx_background = rx;
     let background = tokio::spawn(housekeeping(
         keys,

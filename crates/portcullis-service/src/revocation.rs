@@ -9,6 +9,16 @@
 //! `portcullis_revocation_poll_total{result="error"}` and logged), because
 //! refusing every token while the IAM server restarts would take every
 //! service down with it. `staleness()` tells how old the view is.
+//!
+//! With Redis ([`crate::ValidatorConfig::redis`]), the follower also
+//! subscribes to the issuer's revocation events (the IAM server publishes
+//! each new feed entry on `<key_prefix>revocations:<issuer>`) and applies
+//! them as they arrive, so a revocation is seen within a second. The poll
+//! stays as the backstop: a message missed while Redis or the subscription
+//! was down is picked up at the next poll (and a poll runs at once whenever
+//! the subscription is re-established). Redis being down therefore only
+//! brings back the poll interval (fail open, counted in
+//! `portcullis_redis_errors_total{feature="revocation"}`).
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -22,6 +32,11 @@ struct Entry {
     #[serde(default)]
     issued_before: Option<u64>,
     expires_at: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    revocations: Vec<Entry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +87,11 @@ impl RevocationList {
         }
     }
 
+    /// Whether a feed is followed at all.
+    pub fn follows(&self) -> bool {
+        self.url.is_some()
+    }
+
     /// Whether a token is revoked.
     pub fn is_revoked(&self, jti: &str, client_id: &str, iat: u64) -> bool {
         let Ok(s) = self.state.read() else {
@@ -111,28 +131,55 @@ impl RevocationList {
                 .state
                 .write()
                 .map_err(|_| "revocation state poisoned".to_owned())?;
-            for e in page.revocations {
-                match e.kind.as_str() {
-                    "jti" => {
-                        s.jtis.insert(e.subject, e.expires_at);
-                    }
-                    "client" => {
-                        let before = e.issued_before.unwrap_or(0);
-                        let slot = s.clients.entry(e.subject).or_insert((before, e.expires_at));
-                        *slot = (slot.0.max(before), slot.1.max(e.expires_at));
-                    }
-                    _ => continue,
-                }
-                added += 1;
-            }
+            added += apply(&mut s, page.revocations, now);
             s.cursor = s.cursor.max(page.cursor);
-            s.jtis.retain(|_, exp| *exp > now);
-            s.clients.retain(|_, (_, exp)| *exp > now);
             s.synced_at = Some(Instant::now());
             if !page.more {
                 return Ok(added);
             }
         }
+    }
+
+    /// Applies one revocation event (`{"revocations": [feed entries]}`);
+    /// returns how many entries it held. Malformed events are ignored.
+    pub fn apply_event(&self, payload: &str, now: u64) -> usize {
+        let Ok(event) = serde_json::from_str::<Event>(payload) else {
+            tracing::warn!("ignoring a malformed revocation event");
+            return 0;
+        };
+        match self.state.write() {
+            Ok(mut s) => apply(&mut s, event.revocations, now),
+            Err(_) => 0,
+        }
+    }
+
+    /// Subscribes to the issuer's revocation events on `redis` (channel
+    /// `revocations:<issuer>`) until the handle is aborted; polls the feed
+    /// at once whenever the subscription is (re-)established.
+    pub fn spawn_events(
+        self: &std::sync::Arc<Self>,
+        redis: &portcullis_redis::Redis,
+        issuer: &str,
+        clock: std::sync::Arc<dyn portcullis_core::Clock>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (on_event, on_resubscribe) = (std::sync::Arc::clone(self), std::sync::Arc::clone(self));
+        let (c1, c2) = (clock.clone(), clock);
+        redis.spawn_subscriber(
+            portcullis_redis::Feature::new("revocation"),
+            &format!("revocations:{issuer}"),
+            Duration::from_secs(1),
+            move |payload| {
+                on_event.apply_event(payload, c1.now());
+            },
+            move || {
+                let (me, clock) = (on_resubscribe.clone(), c2.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = me.poll(clock.now()).await {
+                        tracing::warn!(error = %e, "revocation feed poll after resubscribing failed");
+                    }
+                });
+            },
+        )
     }
 
     /// Polls every `poll_interval` until the handle is aborted.
@@ -158,4 +205,27 @@ impl RevocationList {
             }
         })
     }
+}
+
+/// Adds feed entries to the view and drops expired ones; returns how many
+/// entries were understood.
+fn apply(s: &mut State, entries: Vec<Entry>, now: u64) -> usize {
+    let mut added = 0;
+    for e in entries {
+        match e.kind.as_str() {
+            "jti" => {
+                s.jtis.insert(e.subject, e.expires_at);
+            }
+            "client" => {
+                let before = e.issued_before.unwrap_or(0);
+                let slot = s.clients.entry(e.subject).or_insert((before, e.expires_at));
+                *slot = (slot.0.max(before), slot.1.max(e.expires_at));
+            }
+            _ => continue,
+        }
+        added += 1;
+    }
+    s.jtis.retain(|_, exp| *exp > now);
+    s.clients.retain(|_, (_, exp)| *exp > now);
+    added
 }

@@ -37,6 +37,8 @@ pub struct ValidatorConfig {
     pub revocation_poll: Duration,
     /// Entries in the validated-token cache (0 disables it).
     pub cache_capacity: u64,
+    /// Redis: revocation events are applied as they are published.
+    pub redis: Option<portcullis_redis::Redis>,
 }
 
 impl ValidatorConfig {
@@ -54,6 +56,7 @@ impl ValidatorConfig {
             follow_revocations: true,
             revocation_poll: Duration::from_secs(5),
             cache_capacity: 10_000,
+            redis: None,
         }
     }
 
@@ -176,6 +179,7 @@ impl Validator {
     /// logged and retried in the background, not fatal) and starts the
     /// background refresh of both.
     pub async fn start(cfg: ValidatorConfig) -> Arc<Self> {
+        let redis = cfg.redis.clone();
         let mut v = Self::new(cfg);
         if let Err(e) = v.jwks.refresh().await {
             tracing::error!(issuer = %v.policy.issuer, error = %e, "cannot fetch the issuer's keys yet; requests get 503 until it answers");
@@ -185,6 +189,12 @@ impl Validator {
         }
         v.tasks.push(v.jwks.spawn_refresher());
         v.tasks.push(v.revocations.spawn_follower(v.clock.clone()));
+        if let Some(redis) = redis.filter(|_| v.revocations.follows()) {
+            let t = v
+                .revocations
+                .spawn_events(&redis, &v.policy.issuer, v.clock.clone());
+            v.tasks.push(t);
+        }
         Arc::new(v)
     }
 
