@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash interop/install.sh
 cargo test --workspace --locked "$@"
+# Kubernetes manifests under deploy/ parse and point at served paths.
+python3 scripts/check-deploy.py
 
 # Not run on PostgreSQL: tests that open the SQLite file of a server by its
 # path (users.rs `stored_hash`). Tests that build their own sqlite:// URL
