@@ -25,6 +25,10 @@ pub enum CaError {
     /// A revocation reason name is not one of the RFC 5280 ones we accept.
     #[error("unknown revocation reason {0:?}")]
     InvalidReason(String),
+    /// A renewal was refused: the presented certificate is not one this CA
+    /// issued and still stands behind.
+    #[error("renewal refused: {0}")]
+    RenewalRefused(String),
 
     // --- the state on disk ---
     /// `init` on a directory that already holds a CA.

@@ -7,7 +7,7 @@ use std::path::Path;
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
 /// reader (a reloading TLS listener) never sees half a file. `mode` is the
 /// Unix permission of the new file (0600 for keys and state).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
     let file_name = path
         .file_name()
         .ok_or_else(|| CaError::corrupt(path, "not a file path"))?;

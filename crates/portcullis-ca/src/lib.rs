@@ -50,6 +50,7 @@ mod files;
 mod names;
 mod peer;
 mod reload;
+mod renew;
 mod state;
 mod subject;
 pub mod tls;
@@ -59,6 +60,7 @@ pub use authority::{
     IssuedLeaf, LeafSpec, MAX_LEAF_TTL, ROOT_CERT, ROOT_KEY, STATE_FILE,
 };
 pub use error::CaError;
+pub use files::write_atomic;
 pub use names::{ServiceName, SpiffeId, TrustDomain};
 pub use peer::{PeerCertificate, PeerIdentity, spiffe_id, x5t_s256};
 pub use reload::Reloading;

@@ -41,6 +41,17 @@ pub enum ClientCredentials {
         /// The client's private key (its public JWK is registered).
         key: Arc<SigningKey>,
     },
+    /// `tls_client_auth` / `self_signed_tls_client_auth` (RFC 8705 §2):
+    /// the client certificate presented in the TLS handshake is the
+    /// credential; the request names only `client_id`. The IAM server
+    /// binds the tokens to that certificate, so the cache is dropped when
+    /// the certificate is reloaded.
+    TlsClientAuth {
+        /// Client id.
+        client_id: String,
+        /// The certificate, as an HTTP client that presents it.
+        tls: Arc<crate::tls::ClientTls>,
+    },
 }
 
 impl std::fmt::Debug for ClientCredentials {
@@ -49,6 +60,9 @@ impl std::fmt::Debug for ClientCredentials {
             Self::Secret { client_id, .. } => write!(f, "Secret({client_id}, [redacted])"),
             Self::PrivateKeyJwt { client_id, key } => {
                 write!(f, "PrivateKeyJwt({client_id}, {})", key.kid())
+            }
+            Self::TlsClientAuth { client_id, tls } => {
+                write!(f, "TlsClientAuth({client_id}, {tls:?})")
             }
         }
     }
@@ -224,7 +238,7 @@ impl TokenSource {
         audience: Option<&str>,
         scopes: &[&str],
     ) -> Result<Arc<AccessToken>, TokenError> {
-        let key = cache_key(audience, scopes);
+        let key = self.certificate_generation() + &cache_key(audience, scopes);
         let mut grant: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
         if !scopes.is_empty() {
             grant.push(("scope", scopes.join(" ")));
@@ -268,7 +282,17 @@ impl TokenSource {
 
     /// Forgets the cached token (after the callee answered 401).
     pub async fn invalidate(&self, audience: Option<&str>, scopes: &[&str]) {
-        self.cache.invalidate(&cache_key(audience, scopes)).await;
+        let key = self.certificate_generation() + &cache_key(audience, scopes);
+        self.cache.invalidate(&key).await;
+    }
+
+    /// With `tls_client_auth`, a cache-key prefix that changes when the
+    /// certificate is reloaded: tokens bound to the old one are not reused.
+    fn certificate_generation(&self) -> String {
+        match &self.cfg.credentials {
+            ClientCredentials::TlsClientAuth { tls, .. } => format!("{}\u{0}", tls.generation()),
+            _ => String::new(),
+        }
     }
 
     fn assertion(&self, client_id: &str, key: &SigningKey) -> Result<String, TokenError> {
@@ -310,8 +334,15 @@ impl TokenSource {
     /// One token request: the grant's parameters plus client authentication.
     async fn fetch_once(&self, grant: &[(&str, String)]) -> Result<AccessToken, TokenError> {
         let mut form: Vec<(&str, String)> = grant.to_vec();
-        let mut req = self.http.post(&self.cfg.token_endpoint);
+        let mut req = match &self.cfg.credentials {
+            ClientCredentials::TlsClientAuth { tls, .. } => tls.client(),
+            _ => self.http.clone(),
+        }
+        .post(&self.cfg.token_endpoint);
         match &self.cfg.credentials {
+            ClientCredentials::TlsClientAuth { client_id, .. } => {
+                form.push(("client_id", client_id.clone()));
+            }
             ClientCredentials::Secret { client_id, secret } => {
                 let enc =
                     |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();

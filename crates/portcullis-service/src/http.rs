@@ -20,6 +20,7 @@ use crate::validator::{AuthError, Validator};
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderValue, Request, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
+use portcullis_ca::PeerCertificate;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -126,6 +127,7 @@ impl From<AuthError> for Rejection {
         match e {
             AuthError::Invalid(e) => Rejection::InvalidToken(e.to_string()),
             AuthError::Revoked => Rejection::InvalidToken("token has been revoked".into()),
+            e @ AuthError::Binding(_) => Rejection::InvalidToken(e.to_string()),
             AuthError::Unavailable(why) => {
                 tracing::error!(error = %why, "rejecting request: issuer keys unavailable");
                 Rejection::Unavailable
@@ -172,6 +174,11 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, Rejection> 
 
 /// Tower layer: validates the bearer token of every request and puts the
 /// [`Principal`] into the request extensions, or answers 401/400/503.
+///
+/// A certificate-bound token (RFC 8705 §3) is accepted only when the
+/// request extensions hold the connection's verified client certificate
+/// (a [`PeerCertificate`], as [`crate::serve_tls`] puts there) with the
+/// token's thumbprint; otherwise 401 `invalid_token`.
 #[derive(Clone)]
 pub struct BearerAuth {
     validator: Arc<Validator>,
@@ -237,7 +244,10 @@ where
                 Ok(t) => t.to_owned(),
                 Err(r) => return Ok(r.into_response_for(&realm)),
             };
-            match validator.validate(&token).await {
+            // The TLS accept loop ([`crate::serve_tls`]) puts the verified
+            // client certificate into the extensions; bound tokens need it.
+            let peer = req.extensions().get::<PeerCertificate>();
+            match validator.validate_bound(&token, peer).await {
                 Ok(p) => {
                     req.extensions_mut().insert(p);
                     req.extensions_mut().insert(Realm(realm));

@@ -8,9 +8,14 @@
 //! [`Authenticated`] (axum extractor), [`RequireScopes`] and
 //! [`RequireRoles`] (guards) put it in front of handlers.
 //!
-//! **Client half**: [`TokenSource`] gets client-credentials tokens (secret
-//! or `private_key_jwt`), caches and refreshes them; [`BearerLayer`] attaches
-//! them to outgoing `reqwest` requests.
+//! **Client half**: [`TokenSource`] gets client-credentials tokens (secret,
+//! `private_key_jwt` or `tls_client_auth`), caches and refreshes them;
+//! [`BearerLayer`] attaches them to outgoing `reqwest` requests.
+//!
+//! **Mutual TLS** ([`tls`]): [`tls::serve_tls`] serves a router over TLS
+//! with optional or required client certificates (reloaded on change), and
+//! [`BearerAuth`] then enforces certificate-bound tokens (RFC 8705 §3);
+//! [`tls::ClientTls`] presents this service's certificate to others.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -37,7 +42,9 @@ pub mod http;
 pub mod jwks;
 pub mod policy;
 pub mod principal;
+pub mod renew;
 pub mod revocation;
+pub mod tls;
 pub mod validator;
 
 pub use client::{
@@ -45,5 +52,5 @@ pub use client::{
     TokenSource, TokenSourceConfig,
 };
 pub use http::{Authenticated, BearerAuth, Rejection, RequireRoles, RequireScopes};
-pub use principal::{Actor, Principal};
+pub use principal::{Actor, Binding, Principal};
 pub use validator::{AuthError, Validator, ValidatorConfig};

@@ -47,6 +47,29 @@ impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
+
+    /// How the token is bound to a proof of possession (RFC 7800 `cnf`).
+    pub fn confirmation(&self) -> Binding<'_> {
+        match self.claims.extra.get("cnf") {
+            None => Binding::None,
+            Some(cnf) => match cnf.get("x5t#S256").and_then(Value::as_str) {
+                Some(t) if !t.is_empty() => Binding::Certificate(t),
+                _ => Binding::Unsupported,
+            },
+        }
+    }
+}
+
+/// The proof of possession a token demands ([`Principal::confirmation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// A plain bearer token.
+    None,
+    /// RFC 8705 §3: only valid over a TLS connection whose client
+    /// certificate has this `x5t#S256` thumbprint.
+    Certificate(&'a str),
+    /// A `cnf` this library cannot check (e.g. DPoP `jkt`): refused.
+    Unsupported,
 }
 
 /// Reads nested `act` claims (bounded depth).

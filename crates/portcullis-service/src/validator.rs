@@ -3,9 +3,10 @@
 //! issuer's feed, and a bounded cache of already-validated tokens.
 
 use crate::jwks::{JwksCache, JwksConfig, KeyError};
-use crate::principal::Principal;
+use crate::principal::{Binding, Principal};
 use crate::revocation::RevocationList;
 use jsonwebtoken::Algorithm;
+use portcullis_ca::PeerCertificate;
 use portcullis_core::jose::validate::{Policy, ValidationError, inspect, verify};
 use portcullis_core::{Clock, SystemClock};
 use std::sync::Arc;
@@ -87,6 +88,10 @@ pub enum AuthError {
     /// The issuer's keys could not be obtained (our fault): 503, never allow.
     #[error("token issuer unavailable")]
     Unavailable(String),
+    /// A certificate-bound token (RFC 8705 §3) over a connection without
+    /// that client certificate: 401 `invalid_token`.
+    #[error("certificate binding: {0}")]
+    Binding(&'static str),
 }
 
 /// Validates access tokens for one issuer and audience.
@@ -128,6 +133,21 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExp {
         Some(Duration::from_secs(
             p.expires_at.saturating_sub(SystemClock.now()),
         ))
+    }
+}
+
+/// RFC 8705 §3: a bound token is only good with its certificate.
+fn check_binding(p: &Principal, peer: Option<&PeerCertificate>) -> Result<(), AuthError> {
+    match (p.confirmation(), peer) {
+        (Binding::None, _) => Ok(()),
+        (Binding::Unsupported, _) => Err(AuthError::Binding("unsupported confirmation method")),
+        (Binding::Certificate(_), None) => Err(AuthError::Binding(
+            "the token is bound to a client certificate and none was presented",
+        )),
+        (Binding::Certificate(t), Some(peer)) if t == peer.x5t_s256() => Ok(()),
+        (Binding::Certificate(_), Some(_)) => Err(AuthError::Binding(
+            "the token is bound to a different client certificate",
+        )),
     }
 }
 
@@ -208,8 +228,28 @@ impl Validator {
         &self.revocations
     }
 
-    /// Validates a bearer token and returns its principal.
+    /// Validates a bearer token received without a client certificate. A
+    /// certificate-bound token is refused ([`AuthError::Binding`]); use
+    /// [`Validator::validate_bound`] where the connection is mutual TLS.
     pub async fn validate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        self.validate_bound(token, None).await
+    }
+
+    /// Validates a bearer token received over a connection whose verified
+    /// client certificate is `peer` (`None`: no certificate). A token with
+    /// `cnf.x5t#S256` (RFC 8705 §3) is accepted only when that thumbprint
+    /// is the certificate's; a plain bearer token is accepted either way.
+    pub async fn validate_bound(
+        &self,
+        token: &str,
+        peer: Option<&PeerCertificate>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let p = self.validate_token(token).await?;
+        check_binding(&p, peer)?;
+        Ok(p)
+    }
+
+    async fn validate_token(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let now = self.clock.now();
         let key = self.cache.as_ref().map(|_| digest(token));
         if let (Some(cache), Some(k)) = (&self.cache, &key)
@@ -234,6 +274,7 @@ impl Validator {
             Err(AuthError::Invalid(_)) => "invalid",
             Err(AuthError::Revoked) => "revoked",
             Err(AuthError::Unavailable(_)) => "unavailable",
+            Err(AuthError::Binding(_)) => "unbound",
         };
         metrics::counter!("portcullis_token_validations_total", "result" => outcome).increment(1);
         let p = result?;
