@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use portcullis_core::config::ConfigError;
@@ -59,6 +60,57 @@ pub struct RawConfig {
     pub policies: Option<String>,
     /// Redis, for `scope = "cluster"` rate limits.
     pub redis: Option<portcullis_redis::RawRedis>,
+    /// TLS on the proxy listener (HTTPS; client certificates for `mtls`).
+    pub tls: Option<RawTls>,
+}
+
+/// `[tls]`: the proxy listener speaks TLS with these files, reloaded when
+/// they change.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM chain: the gateway's certificate, then intermediates.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// PEM trust anchors for client certificates (the CA's `root.pem`);
+    /// required when a route uses an `mtls` authenticator.
+    pub client_ca: Option<String>,
+    /// PEM CRLs client certificates are checked against.
+    #[serde(default)]
+    pub crls: Vec<String>,
+}
+
+/// `tls` of an upstream: the gateway connects with HTTPS and, with `cert`
+/// and `key`, presents its own client certificate (mutual TLS).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM trust anchors for the upstream's server certificate.
+    pub ca: String,
+    /// PEM chain the gateway presents.
+    pub cert: Option<String>,
+    /// Its PEM private key.
+    pub key: Option<String>,
+    /// The name the upstream's certificate must carry (DNS name or IP);
+    /// default: the target's IP address.
+    pub server_name: Option<String>,
+}
+
+/// A SPIFFE ID (or `spiffe://td/prefix/*`) mapped to a consumer.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMtlsIdentity {
+    /// `spiffe://TRUST_DOMAIN/PATH`, or ending in `/*` for every ID below.
+    pub spiffe_id: String,
+    /// The consumer name (the internal token's `sub`); default: the SPIFFE ID.
+    pub consumer: Option<String>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// `[bff]`: the gateway as an OpenID Connect relying party for browsers.
@@ -139,6 +191,8 @@ pub struct RawUpstream {
     pub eject_after_failures: Option<u32>,
     /// How long an ejected target stays out.
     pub eject_ms: Option<u64>,
+    /// HTTPS (and mutual TLS) to the targets.
+    pub tls: Option<RawUpstreamTls>,
 }
 
 /// Active health check.
@@ -219,6 +273,11 @@ pub struct RawAuthenticator {
     pub client_secret_env: Option<String>,
     /// introspection: upper bound of result caching.
     pub cache_ttl_secs: Option<u64>,
+    /// mtls: the trust domain client SPIFFE IDs must belong to.
+    pub trust_domain: Option<String>,
+    /// mtls: which SPIFFE IDs are which consumers.
+    #[serde(default)]
+    pub identities: Vec<RawMtlsIdentity>,
 }
 
 /// A route.
@@ -320,6 +379,47 @@ pub struct Config {
     pub policies: Option<String>,
     /// Redis.
     pub redis: Option<portcullis_redis::RedisConfig>,
+    /// TLS on the proxy listener.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The validated `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// Client-certificate trust anchors.
+    pub client_ca: Option<PathBuf>,
+    /// CRLs.
+    pub crls: Vec<PathBuf>,
+}
+
+/// The validated `tls` of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trust anchors for the upstream's certificate.
+    pub ca: PathBuf,
+    /// The gateway's client certificate and key, for mutual TLS.
+    pub identity: Option<portcullis_ca::tls::ClientIdentity>,
+    /// The name checked against the upstream's certificate.
+    pub server_name: Option<String>,
+}
+
+/// A validated `mtls` identity mapping.
+#[derive(Debug, Clone)]
+pub struct MtlsIdentity {
+    /// The SPIFFE ID, or its prefix (ending in `/`) for a wildcard.
+    pub spiffe_id: String,
+    /// Whether `spiffe_id` is a prefix.
+    pub wildcard: bool,
+    /// Consumer name; `None`: the SPIFFE ID.
+    pub consumer: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
 }
 
 /// The validated `[bff]`.
@@ -473,6 +573,8 @@ pub struct Upstream {
     pub eject_after_failures: u32,
     /// Ejection time.
     pub eject_for: Duration,
+    /// HTTPS / mutual TLS to the targets.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// A validated consumer.
@@ -525,6 +627,14 @@ pub enum Authenticator {
         client_secret: portcullis_core::Secret,
         /// Cache bound.
         cache_ttl: Duration,
+    },
+    /// Mutual TLS: the verified client certificate's SPIFFE ID, mapped to
+    /// a consumer.
+    Mtls {
+        /// The trust domain IDs must belong to.
+        trust_domain: portcullis_ca::TrustDomain,
+        /// Mappings: exact IDs first, then wildcards longest first.
+        identities: Vec<MtlsIdentity>,
     },
 }
 
@@ -635,12 +745,14 @@ impl RawConfig {
             {
                 return Err(err(format!("{at}.health_check.path"), "must start with /"));
             }
+            let tls = u.tls.map(|t| upstream_tls(&at, t)).transpose()?;
             let up = Upstream {
                 name: u.name.clone(),
                 targets,
                 health_check,
                 eject_after_failures: u.eject_after_failures.unwrap_or(3),
                 eject_for: Duration::from_millis(u.eject_ms.unwrap_or(10_000)),
+                tls,
             };
             if upstreams.insert(u.name.clone(), up).is_some() {
                 return Err(err(
@@ -748,11 +860,20 @@ impl RawConfig {
                         cache_ttl: Duration::from_secs(a.cache_ttl_secs.unwrap_or(60)),
                     }
                 }
+                "mtls" => {
+                    let td = need(a.trust_domain, "trust_domain")?;
+                    let trust_domain = portcullis_ca::TrustDomain::parse(&td)
+                        .map_err(|e| err(format!("{at}.trust_domain"), e.to_string()))?;
+                    Authenticator::Mtls {
+                        identities: mtls_identities(&at, &trust_domain, a.identities)?,
+                        trust_domain,
+                    }
+                }
                 other => {
                     return Err(err(
                         format!("{at}.type"),
                         format!(
-                            "expected api_key, basic, jwt, introspection or session, got {other:?}"
+                            "expected api_key, basic, jwt, introspection, mtls or session, got {other:?}"
                         ),
                     ));
                 }
@@ -790,6 +911,16 @@ impl RawConfig {
                         format!("no authenticator named {a:?}"),
                     ));
                 }
+            }
+            let mtls = r
+                .auth
+                .iter()
+                .any(|a| matches!(authenticators.get(a), Some(Authenticator::Mtls { .. })));
+            if mtls && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                return Err(err(
+                    format!("{at}.auth"),
+                    "an mtls authenticator needs [tls] with client_ca on the listener",
+                ));
             }
             if r.policy.is_some() && self.policies.is_none() {
                 return Err(err(
@@ -918,6 +1049,91 @@ impl RawConfig {
             bff,
             policies: self.policies,
             redis,
+            tls: self.tls.map(|t| ListenerTls {
+                cert: t.cert.into(),
+                key: t.key.into(),
+                client_ca: t.client_ca.map(Into::into),
+                crls: t.crls.into_iter().map(Into::into).collect(),
+            }),
         })
     }
+}
+
+fn upstream_tls(at: &str, t: RawUpstreamTls) -> Result<UpstreamTls, ConfigError> {
+    let identity = match (t.cert, t.key) {
+        (Some(cert), Some(key)) => Some(portcullis_ca::tls::ClientIdentity {
+            cert_chain: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(err(
+                format!("{at}.tls"),
+                "cert and key go together (mutual TLS) or not at all",
+            ));
+        }
+    };
+    if let Some(n) = &t.server_name
+        && rustls_pki_types::ServerName::try_from(n.as_str()).is_err()
+    {
+        return Err(err(
+            format!("{at}.tls.server_name"),
+            format!("expected a DNS name or IP address, got {n:?}"),
+        ));
+    }
+    Ok(UpstreamTls {
+        ca: t.ca.into(),
+        identity,
+        server_name: t.server_name,
+    })
+}
+
+fn mtls_identities(
+    at: &str,
+    trust_domain: &portcullis_ca::TrustDomain,
+    raw: Vec<RawMtlsIdentity>,
+) -> Result<Vec<MtlsIdentity>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, m) in raw.into_iter().enumerate() {
+        let key = format!("{at}.identities[{i}].spiffe_id");
+        let (id, wildcard) = match m.spiffe_id.strip_suffix("/*") {
+            Some(prefix) => (prefix, true),
+            None => (m.spiffe_id.as_str(), false),
+        };
+        let parsed = portcullis_ca::SpiffeId::parse(id).map_err(|e| err(&key, e.to_string()))?;
+        if parsed.trust_domain() != trust_domain {
+            return Err(err(&key, format!("not in the trust domain {trust_domain}")));
+        }
+        if m.consumer.as_deref().is_some_and(str::is_empty) {
+            return Err(err(
+                format!("{at}.identities[{i}].consumer"),
+                "must not be empty",
+            ));
+        }
+        let spiffe_id = if wildcard {
+            format!("{parsed}/")
+        } else {
+            parsed.to_string()
+        };
+        if out
+            .iter()
+            .any(|o: &MtlsIdentity| o.spiffe_id == spiffe_id && o.wildcard == wildcard)
+        {
+            return Err(err(&key, "duplicate mapping"));
+        }
+        out.push(MtlsIdentity {
+            spiffe_id,
+            wildcard,
+            consumer: m.consumer,
+            roles: m.roles,
+            scopes: m.scopes,
+        });
+    }
+    // Exact IDs first, then the longest prefix: the first match wins.
+    out.sort_by(|a, b| {
+        a.wildcard
+            .cmp(&b.wildcard)
+            .then(b.spiffe_id.len().cmp(&a.spiffe_id.len()))
+    });
+    Ok(out)
 }

@@ -17,6 +17,7 @@ pub mod framing;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{GatewayError, RunningGateway, load, start};

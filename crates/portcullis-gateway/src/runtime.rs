@@ -8,6 +8,7 @@ use crate::pipeline::authn::{ApiKeyIndex, BasicIndex, Introspector, Method};
 use crate::pipeline::propagate::Minter;
 use crate::pipeline::proxy::{UpstreamClient, client};
 use crate::pipeline::ratelimit::{Limiter, LocalLimiter, RedisLimiter};
+use crate::tls::{CertificateHosts, UpstreamTlsClient};
 use crate::upstream::Pool;
 use portcullis_core::jose::SigningKey;
 use portcullis_service::{Validator, ValidatorConfig};
@@ -46,6 +47,8 @@ pub struct Runtime {
     pub bff: Option<Arc<Bff>>,
     /// The policy decision point, with `policies`.
     pub policies: Option<Arc<portcullis_policy::PolicyStore>>,
+    /// Which TLS connections are asked for a client certificate.
+    pub certificate_hosts: CertificateHosts,
     /// Redis, with `[redis]` (kept across reloads while its config is the same).
     pub redis: Option<portcullis_redis::Redis>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -139,6 +142,13 @@ impl Runtime {
                     cfg.redis = redis.clone();
                     Method::Jwt(Validator::start(cfg).await)
                 }
+                Authenticator::Mtls {
+                    trust_domain,
+                    identities,
+                } => Method::Mtls {
+                    trust_domain: trust_domain.clone(),
+                    identities: identities.clone(),
+                },
                 Authenticator::Session => match &bff {
                     Some(b) => Method::Session(b.clone()),
                     // Validation refuses `session` without `[bff]`.
@@ -164,7 +174,23 @@ impl Runtime {
         }
         let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
         for (name, u) in &config.upstreams {
-            let p = Arc::new(Pool::new(u));
+            let tls = match &u.tls {
+                None => None,
+                Some(t) => {
+                    let c = UpstreamTlsClient::new(
+                        t.clone(),
+                        config.connect_timeout,
+                        config.idle_timeout,
+                    )
+                    .map_err(|e| {
+                        crate::server::GatewayError::Tls(format!("upstream {name}: {e}"))
+                    })?;
+                    let c = Arc::new(c);
+                    tasks.push(c.watch(Arc::from(name.as_str())));
+                    Some(c)
+                }
+            };
+            let p = Arc::new(Pool::new(u, tls));
             tasks.extend(p.spawn_health_checks());
             pools.insert(name.clone(), p);
         }
@@ -220,6 +246,7 @@ impl Runtime {
                 },
             );
         }
+        let certificate_hosts = certificate_hosts(&config);
         let client = client(config.connect_timeout, config.idle_timeout);
         let minter = Minter::new(key, issuer, config.internal_token_ttl);
         Ok(Self {
@@ -230,8 +257,36 @@ impl Runtime {
             minter,
             bff,
             policies,
+            certificate_hosts,
             redis,
             tasks,
         })
+    }
+}
+
+/// Hosts whose routes use an `mtls` authenticator (see [`crate::tls`]).
+fn certificate_hosts(config: &Config) -> CertificateHosts {
+    let mut hosts = std::collections::HashSet::new();
+    for r in &config.routes {
+        let mtls = r.auth.iter().any(|a| {
+            matches!(
+                config.authenticators.get(a),
+                Some(Authenticator::Mtls { .. })
+            )
+        });
+        match (&r.host, mtls) {
+            (_, false) => {}
+            (None, true) => return CertificateHosts::All,
+            (Some(h), true) => {
+                // A route host may carry a port; SNI never does.
+                let name = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n);
+                hosts.insert(name.to_owned());
+            }
+        }
+    }
+    if hosts.is_empty() {
+        CertificateHosts::None
+    } else {
+        CertificateHosts::Hosts(hosts)
     }
 }

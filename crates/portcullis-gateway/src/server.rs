@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use portcullis_ca::PeerCertificate;
 use portcullis_core::jose::{SigningAlgorithm, SigningKey};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ pub enum GatewayError {
     /// The policy directory.
     #[error("policies: {0}")]
     Policy(portcullis_policy::PolicyError),
+    /// A TLS certificate, key or CRL file (listener or upstream).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The signing key file.
     #[error("signing key {file}: {message}")]
     Key {
@@ -148,6 +152,8 @@ pub struct RunningGateway {
     overlay: Arc<dyn Fn(&mut RawConfig) + Send + Sync>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Reloading of the listener's TLS files.
+    watchers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningGateway {
@@ -193,6 +199,9 @@ impl RunningGateway {
     /// Stops accepting and drains in-flight requests (up to `grace`).
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
+        for w in &self.watchers {
+            w.abort();
+        }
         let drain = async {
             for t in self.tasks {
                 let _ = t.await;
@@ -234,12 +243,20 @@ pub async fn start(
     let key = Arc::new(signing_key(config.signing_key_file.as_deref())?);
     let header_timeout = config.header_timeout;
     let max_header = config.max_header_bytes;
+    let tls = match &config.tls {
+        None => None,
+        Some(t) => Some(Arc::new(
+            crate::tls::Listener::new(t).map_err(|e| GatewayError::Tls(e.to_string()))?,
+        )),
+    };
+    let watchers = tls.as_ref().map(|t| t.watch()).unwrap_or_default();
     let rt = Runtime::build(config, key.clone(), issuer.clone(), None).await?;
     let current = Arc::new(ArcSwap::from_pointee(rt));
     let (tx, rx) = watch::channel(false);
 
     let proxy_task = tokio::spawn(accept_loop(
         listener,
+        tls,
         current.clone(),
         rx.clone(),
         header_timeout,
@@ -265,11 +282,13 @@ pub async fn start(
         overlay,
         shutdown: tx,
         tasks: vec![proxy_task, admin_task],
+        watchers,
     })
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::Listener>>,
     current: Arc<ArcSwap<Runtime>>,
     mut stop: watch::Receiver<bool>,
     header_timeout: Duration,
@@ -286,31 +305,25 @@ async fn accept_loop(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let current = current.clone();
-                let (stream, poisoned) = crate::framing::Guarded::new(stream, max_header);
-                let svc = service_fn(move |req| {
-                    let rt = current.load_full();
-                    let poisoned = poisoned.get();
-                    async move {
-                        if poisoned {
-                            return Ok::<_, std::convert::Infallible>(
-                                pipeline::Reject::Framing("ambiguous message framing").into_response(),
-                            );
-                        }
-                        Ok(pipeline::handle(rt, req, peer).await)
-                    }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let (current, builder, tls) = (current.clone(), builder.clone(), tls.clone());
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    let Some(tls) = tls else {
+                        return serve_connection(&builder, watcher, stream, peer, None, current, max_header).await;
+                    };
+                    let hosts = current.load().certificate_hosts.clone();
+                    match tls.accept(stream, &hosts).await {
+                        Ok((stream, cert)) => {
+                            serve_connection(&builder, watcher, stream, peer, cert, current, max_header).await
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
                     }
                 });
             }
@@ -319,4 +332,39 @@ async fn accept_loop(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP on one accepted (and, with TLS, handshaken) connection; every
+/// request carries the verified client certificate in its extensions.
+async fn serve_connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    peer: SocketAddr,
+    cert: Option<PeerCertificate>,
+    current: Arc<ArcSwap<Runtime>>,
+    max_header: usize,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (stream, poisoned) = crate::framing::Guarded::new(io, max_header);
+    let svc = service_fn(move |mut req| {
+        let rt = current.load_full();
+        let poisoned = poisoned.get();
+        if let Some(cert) = &cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        async move {
+            if poisoned {
+                return Ok::<_, std::convert::Infallible>(
+                    pipeline::Reject::Framing("ambiguous message framing").into_response(),
+                );
+            }
+            Ok(pipeline::handle(rt, req, peer).await)
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }

@@ -3,6 +3,7 @@
 //! a while).
 
 use crate::config::Upstream;
+use crate::tls::{HttpsClient, UpstreamTlsClient};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -34,12 +35,16 @@ pub struct Pool {
     /// Upstream latency histogram, registered once (the metrics recorder is
     /// installed before any pool is built).
     pub upstream_seconds: metrics::Histogram,
+    /// The HTTPS client, for a pool with `tls`.
+    pub tls: Option<Arc<UpstreamTlsClient>>,
 }
 
 impl Pool {
-    /// A pool from config; every target starts healthy.
-    pub fn new(u: &Upstream) -> Self {
+    /// A pool from config; every target starts healthy. `tls` is the
+    /// HTTPS client for a pool with `tls`.
+    pub fn new(u: &Upstream, tls: Option<Arc<UpstreamTlsClient>>) -> Self {
         Self {
+            tls,
             upstream_seconds: metrics::histogram!(
                 "portcullis_gateway_upstream_seconds",
                 "upstream" => u.name.clone()
@@ -114,11 +119,14 @@ impl Pool {
         Some(tokio::spawn(async move {
             loop {
                 for t in &pool.targets {
-                    let ok = http
-                        .get(format!("http://{}{path}", t.addr))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
+                    let ok = match &pool.tls {
+                        None => http
+                            .get(format!("http://{}{path}", t.addr))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()),
+                        Some(tls) => https_check(&tls.client(), t, &path, timeout).await,
+                    };
                     if t.healthy.swap(ok, Ordering::Relaxed) != ok {
                         tracing::warn!(upstream = %pool.name, target = %t.addr, healthy = ok, "health changed");
                     }
@@ -127,4 +135,26 @@ impl Pool {
             }
         }))
     }
+}
+
+/// An active health check over HTTPS (mutual TLS) with the pool's client.
+async fn https_check(client: &HttpsClient, t: &Target, path: &str, timeout: Duration) -> bool {
+    let Ok(uri) = http::Uri::builder()
+        .scheme(http::uri::Scheme::HTTPS)
+        .authority(t.authority.clone())
+        .path_and_query(path)
+        .build()
+    else {
+        return false;
+    };
+    let Ok(req) = http::Request::get(uri)
+        .header(http::header::HOST, t.host.clone())
+        .body(crate::pipeline::full(bytes::Bytes::new()))
+    else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(timeout, client.request(req)).await,
+        Ok(Ok(r)) if r.status().is_success()
+    )
 }

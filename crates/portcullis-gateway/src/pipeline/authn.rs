@@ -2,10 +2,11 @@
 //! credential is present decides. A present but invalid credential is a 401
 //! — it never falls through to a later method (not even `anonymous`).
 
-use crate::config::Consumer;
+use crate::config::{Consumer, MtlsIdentity};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::request::Parts;
+use portcullis_ca::PeerCertificate;
 use portcullis_core::Secret;
 use portcullis_service::{AuthError, Validator};
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// Roles.
     pub roles: Vec<String>,
-    /// `api_key`, `basic`, `jwt`, `introspection` or `anonymous`.
+    /// `api_key`, `basic`, `jwt`, `introspection`, `mtls` or `anonymous`.
     pub method: &'static str,
     /// The inbound token's `jti`, if any.
     pub token_jti: Option<String>,
@@ -57,6 +58,9 @@ pub enum AuthnError {
     Unavailable,
     /// A BFF session's state-changing call without CSRF proof: 403.
     Csrf,
+    /// A route that only takes mutual TLS, reached without a verified
+    /// client certificate: 401 `client_certificate_required`.
+    CertificateRequired,
 }
 
 /// API keys by digest.
@@ -90,6 +94,78 @@ pub enum Method {
     Introspection(Arc<Introspector>),
     /// A BFF browser session.
     Session(Arc<crate::bff::Bff>),
+    /// Mutual TLS: the connection's verified client certificate.
+    Mtls {
+        /// The trust domain SPIFFE IDs must belong to.
+        trust_domain: portcullis_ca::TrustDomain,
+        /// SPIFFE ID → consumer, exact IDs first, then longest prefix.
+        identities: Vec<MtlsIdentity>,
+    },
+}
+
+/// Why an `mtls` authenticator refused a certificate (401
+/// `invalid_client_certificate`).
+fn bad_certificate(description: String) -> AuthnError {
+    AuthnError::Invalid {
+        scheme: MTLS,
+        description,
+    }
+}
+
+/// The `scheme` of an [`AuthnError::Invalid`] from the `mtls` authenticator.
+pub const MTLS: &str = "mTLS";
+
+/// The identity a verified client certificate stands for, or why none.
+fn mtls_identity(
+    peer: &PeerCertificate,
+    trust_domain: &portcullis_ca::TrustDomain,
+    identities: &[MtlsIdentity],
+) -> Result<Identity, AuthnError> {
+    if !peer.chain_verified() {
+        return Err(bad_certificate(
+            "the client certificate does not chain to the configured CA".into(),
+        ));
+    }
+    let who = peer.identity();
+    let id = match (&who.spiffe_id, who.workload_in(trust_domain)) {
+        (_, Some(id)) => id.to_string(),
+        (None, _) => {
+            return Err(bad_certificate(
+                "the client certificate carries no SPIFFE ID".into(),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(bad_certificate(format!(
+                "the client certificate's SPIFFE ID is not in the trust domain {trust_domain}"
+            )));
+        }
+    };
+    let m = identities
+        .iter()
+        .find(|m| {
+            if m.wildcard {
+                id.starts_with(&m.spiffe_id)
+            } else {
+                id == m.spiffe_id
+            }
+        })
+        .ok_or_else(|| bad_certificate(format!("{id} is not mapped to a consumer")))?;
+    let name = m.consumer.clone().unwrap_or_else(|| id.clone());
+    Ok(Identity {
+        subject: name.clone(),
+        consumer: Some(name),
+        client_id: None,
+        scopes: m.scopes.clone(),
+        roles: m.roles.clone(),
+        method: "mtls",
+        token_jti: None,
+        // Internal tokens are cached per certificate (and no longer than
+        // their own lifetime); a revoked certificate fails its next handshake.
+        expires_at: None,
+        credential_digest: sha256(&[b"mtls\0", peer.x5t_s256().as_bytes()]),
+        bearer: None,
+        actors: Vec::new(),
+    })
 }
 
 /// SHA-256 of the concatenated parts.
@@ -159,7 +235,10 @@ impl Method {
         match self {
             Method::Jwt(_) | Method::Introspection(_) => Some("Bearer realm=\"portcullis\""),
             Method::Basic { .. } => Some("Basic realm=\"portcullis\", charset=\"UTF-8\""),
-            Method::ApiKey { .. } | Method::Anonymous | Method::Session(_) => None,
+            Method::ApiKey { .. }
+            | Method::Anonymous
+            | Method::Session(_)
+            | Method::Mtls { .. } => None,
         }
     }
 
@@ -252,7 +331,12 @@ impl Method {
                 let Some(token) = authorization(parts, "bearer") else {
                     return Ok(None);
                 };
-                match v.validate(token).await {
+                // RFC 8705 §3: a certificate-bound token needs its certificate
+                // on this connection.
+                match v
+                    .validate_bound(token, parts.extensions.get::<PeerCertificate>())
+                    .await
+                {
                     Ok(p) => Ok(Some(Identity {
                         subject: p.subject.clone(),
                         consumer: None,
@@ -281,6 +365,13 @@ impl Method {
                 i.introspect(token, now).await.map(Some)
             }
             Method::Session(bff) => bff.authenticate(parts).await,
+            Method::Mtls {
+                trust_domain,
+                identities,
+            } => match parts.extensions.get::<PeerCertificate>() {
+                None => Ok(None),
+                Some(peer) => mtls_identity(peer, trust_domain, identities).map(Some),
+            },
         }
     }
 }

@@ -176,7 +176,16 @@ async fn authenticate(c: &CompiledRoute, parts: &http::request::Parts) -> Result
             Err(e) => return Err(Reject::Unauthenticated(e, challenges(c))),
         }
     }
-    Err(Reject::Unauthenticated(AuthnError::Missing, challenges(c)))
+    let mtls_only = c
+        .methods
+        .iter()
+        .all(|m| matches!(**m, authn::Method::Mtls { .. }));
+    let why = if mtls_only {
+        AuthnError::CertificateRequired
+    } else {
+        AuthnError::Missing
+    };
+    Err(Reject::Unauthenticated(why, challenges(c)))
 }
 
 fn challenges(c: &CompiledRoute) -> Vec<&'static str> {

@@ -91,8 +91,12 @@ pub async fn forward(
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let target = pool.pick().ok_or(ProxyError::NoTarget)?;
+    let scheme = match pool.tls {
+        Some(_) => http::uri::Scheme::HTTPS,
+        None => http::uri::Scheme::HTTP,
+    };
     let uri = Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
+        .scheme(scheme)
         .authority(target.authority.clone())
         .path_and_query(path_and_query)
         .build()
@@ -103,7 +107,13 @@ pub async fn forward(
     req.headers_mut()
         .insert(http::header::HOST, target.host.clone());
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(timeout, client.request(req)).await;
+    let exchange = async {
+        match &pool.tls {
+            Some(tls) => tls.client().request(req).await,
+            None => client.request(req).await,
+        }
+    };
+    let result = tokio::time::timeout(timeout, exchange).await;
     pool.upstream_seconds
         .record(started.elapsed().as_secs_f64());
     match result {

@@ -118,25 +118,31 @@ impl Reject {
             Reject::Unauthenticated(e, challenges) => {
                 let (desc, scheme) = match &e {
                     AuthnError::Missing => ("credentials are required".to_owned(), None),
+                    AuthnError::CertificateRequired => (
+                        "a client certificate is required (mutual TLS)".to_owned(),
+                        None,
+                    ),
                     AuthnError::Invalid {
                         scheme,
                         description,
                     } => (description.clone(), Some(*scheme)),
                     AuthnError::Unavailable | AuthnError::Csrf => ("unavailable".to_owned(), None),
                 };
-                let mut r = json_body(
-                    StatusCode::UNAUTHORIZED,
-                    if scheme.is_some() {
-                        "invalid_token"
-                    } else {
-                        "unauthorized"
-                    },
-                    &desc,
-                );
+                let error = match (&e, scheme) {
+                    (AuthnError::CertificateRequired, _) => "client_certificate_required",
+                    (_, Some(super::authn::MTLS)) => "invalid_client_certificate",
+                    (_, Some(_)) => "invalid_token",
+                    (_, None) => "unauthorized",
+                };
+                let mut r = json_body(StatusCode::UNAUTHORIZED, error, &desc);
                 for c in challenges {
                     // RFC 6750 §3: an invalid bearer token names the error.
                     let v = if scheme == Some("Bearer") && c.starts_with("Bearer") {
-                        format!("{c}, error=\"invalid_token\"")
+                        let d: String = desc
+                            .chars()
+                            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                            .collect();
+                        format!("{c}, error=\"invalid_token\", error_description=\"{d}\"")
                     } else {
                         c.to_owned()
                     };
