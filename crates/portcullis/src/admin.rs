@@ -126,10 +126,36 @@ fn fields_to_json(f: ClientFields, body: &mut Map<String, Value>) -> Result<(), 
     for (key, v) in [
         ("first_party", f.first_party),
         ("require_pkce", f.require_pkce),
+        (
+            "tls_client_certificate_bound_access_tokens",
+            f.tls_bound_tokens,
+        ),
     ] {
         if let Some(v) = v {
             body.insert(key.into(), v.into());
         }
+    }
+    for (key, v) in [
+        ("token_endpoint_auth_method", f.auth_method),
+        ("tls_client_auth_subject_dn", f.tls_subject_dn),
+        ("tls_client_auth_san_dns", f.tls_san_dns),
+        ("tls_client_auth_san_uri", f.tls_san_uri),
+        ("tls_client_auth_san_ip", f.tls_san_ip),
+        ("tls_client_auth_san_email", f.tls_san_email),
+    ] {
+        if let Some(v) = v {
+            body.insert(key.into(), v.into());
+        }
+    }
+    if !f.tls_cert_files.is_empty() {
+        let mut pems = Vec::with_capacity(f.tls_cert_files.len());
+        for path in &f.tls_cert_files {
+            pems.push(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Failure::Config(format!("{}: {e}", path.display())))?,
+            );
+        }
+        body.insert("tls_client_certificates".into(), json!(pems));
     }
     Ok(())
 }

@@ -401,6 +401,31 @@ pub struct ClientFields {
     /// Require PKCE (true/false; always on for public clients).
     #[arg(long)]
     pub require_pkce: Option<bool>,
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705): the
+    /// client authenticates with its TLS client certificate.
+    #[arg(long, value_parser = ["tls_client_auth", "self_signed_tls_client_auth"])]
+    pub auth_method: Option<String>,
+    /// tls_client_auth: the certificate's subject DN (RFC 4514, e.g. `CN=billing,O=Example`).
+    #[arg(long)]
+    pub tls_subject_dn: Option<String>,
+    /// tls_client_auth: a DNS SAN of the certificate.
+    #[arg(long)]
+    pub tls_san_dns: Option<String>,
+    /// tls_client_auth: a URI SAN of the certificate (e.g. a SPIFFE ID).
+    #[arg(long)]
+    pub tls_san_uri: Option<String>,
+    /// tls_client_auth: an IP address SAN of the certificate.
+    #[arg(long)]
+    pub tls_san_ip: Option<String>,
+    /// tls_client_auth: an email SAN of the certificate.
+    #[arg(long)]
+    pub tls_san_email: Option<String>,
+    /// self_signed_tls_client_auth: a PEM file with the client's certificate (repeat).
+    #[arg(long = "tls-cert-file")]
+    pub tls_cert_files: Vec<PathBuf>,
+    /// Bind every access token to the client's TLS certificate (true/false).
+    #[arg(long)]
+    pub tls_bound_tokens: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
