@@ -125,7 +125,10 @@ pub trait Store: Send + Sync + 'static {
         issued_at: UnixTime,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes expired assertion jtis and revocations. Returns rows deleted.
+    /// Deletes expired assertion jtis, revocations, codes, sessions, grants
+    /// with their tokens and old login failures, in batches of at most 500
+    /// rows per statement with a short pause between batches. Returns rows
+    /// deleted.
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;
 
     // ----- Users ---------------------------------------------------------

@@ -558,17 +558,33 @@ pub(super) const LIVE_GRANTS_OF: &str =
     "SELECT id FROM grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL";
 
 /// Deletes expired rows, each bound to now.
+/// Rows one housekeeping statement deletes at most: a purge never holds
+/// locks (or, on SQLite, the write lock) for long, however much expired.
+pub(super) const PURGE_BATCH: i64 = 500;
+/// Pause between two batches, so requests get the database in between.
+pub(super) const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Housekeeping, in order (refresh tokens before their grants): each
+/// statement deletes at most `$2` expired rows and is repeated until it
+/// deletes fewer.
 pub(super) const PURGE: [&str; 8] = [
-    "DELETE FROM used_assertions WHERE expires_at <= $1",
-    "DELETE FROM revocations WHERE expires_at <= $1",
-    "DELETE FROM auth_codes WHERE expires_at <= $1",
-    "DELETE FROM login_sessions WHERE expires_at <= $1",
-    "DELETE FROM refresh_tokens WHERE grant_id IN \
-     (SELECT id FROM grants WHERE expires_at <= $1)",
-    "DELETE FROM grant_tokens WHERE expires_at <= $1",
-    "DELETE FROM grants WHERE expires_at <= $1",
+    "DELETE FROM used_assertions WHERE (client_id, jti) IN \
+     (SELECT client_id, jti FROM used_assertions WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM revocations WHERE seq IN \
+     (SELECT seq FROM revocations WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM auth_codes WHERE digest IN \
+     (SELECT digest FROM auth_codes WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM login_sessions WHERE digest IN \
+     (SELECT digest FROM login_sessions WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM refresh_tokens WHERE digest IN \
+     (SELECT r.digest FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
+      WHERE g.expires_at <= $1 LIMIT $2)",
+    "DELETE FROM grant_tokens WHERE (grant_id, jti) IN \
+     (SELECT grant_id, jti FROM grant_tokens WHERE expires_at <= $1 LIMIT $2)",
+    "DELETE FROM grants WHERE id IN (SELECT id FROM grants WHERE expires_at <= $1 LIMIT $2)",
     // Failures are counted within a window of at most a day in practice.
-    "DELETE FROM login_failures WHERE last_at + 86400 <= $1",
+    "DELETE FROM login_failures WHERE key IN \
+     (SELECT key FROM login_failures WHERE last_at + 86400 <= $1 LIMIT $2)",
 ];
 
 pub(super) fn consent_from_row(row: &impl Cols) -> Result<Consent, StoreError> {

@@ -182,11 +182,19 @@ macro_rules! sql_store_impl {
             async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
                 let mut n = 0;
                 for sql in rows::PURGE {
-                    n += sqlx::query(sql)
-                        .bind(i(now))
-                        .execute(&self.pool)
-                        .await?
-                        .rows_affected();
+                    loop {
+                        let deleted = sqlx::query(sql)
+                            .bind(i(now))
+                            .bind(rows::PURGE_BATCH)
+                            .execute(&self.pool)
+                            .await?
+                            .rows_affected();
+                        n += deleted;
+                        if deleted < rows::PURGE_BATCH as u64 {
+                            break;
+                        }
+                        tokio::time::sleep(rows::PURGE_PAUSE).await;
+                    }
                 }
                 Ok(n)
             }
