@@ -304,9 +304,11 @@ impl KeyRing {
         match snap.signer(now) {
             None => {
                 // First start (or a clock set back before every key): a key
-                // nobody has cached yet may sign at once.
-                ring.add_key(alg, now).await?;
-                tracing::info!(alg = %alg, "created the first signing key");
+                // nobody has cached yet may sign at once. A replica starting
+                // at the same time may make it first; then this one uses it.
+                if ring.add_first_key(alg, now).await? {
+                    tracing::info!(alg = %alg, "created the first signing key");
+                }
             }
             Some(active) if active.alg() != alg => {
                 let staged = snap
@@ -356,8 +358,9 @@ impl KeyRing {
             // As for the first access-token key: no verifier has cached a
             // key of this chain yet, so its first key may sign at once (one
             // meeting an unknown kid refetches the JWKS, OIDC Core 10.1.1).
-            self.add_key(chain, now).await?;
-            tracing::info!(alg = %chain, "created the first signing key of its chain");
+            if self.add_first_key(chain, now).await? {
+                tracing::info!(alg = %chain, "created the first signing key of its chain");
+            }
         }
         Ok(())
     }
@@ -425,11 +428,29 @@ impl KeyRing {
         Ok(key)
     }
 
-    async fn add_key(
+    /// Creates the first active key of `alg`'s chain unless another replica
+    /// (or process) sharing the store has one active by now; reloads either
+    /// way. True if this call created it.
+    async fn add_first_key(
+        &self,
+        alg: SigningAlgorithm,
+        now: UnixTime,
+    ) -> Result<bool, KeyRingError> {
+        let record = self.new_record(alg, now).await?;
+        let created = self.store.insert_first_key(&record, now).await?;
+        self.reload().await?;
+        if created {
+            crate::audit::key_created(&record.kid, alg, now);
+        }
+        Ok(created)
+    }
+
+    /// A new key of `alg`, sealed, as the store keeps it.
+    async fn new_record(
         &self,
         alg: SigningAlgorithm,
         activate_at: UnixTime,
-    ) -> Result<KeyInfo, KeyRingError> {
+    ) -> Result<KeyRecord, KeyRingError> {
         // RSA generation takes tens of milliseconds: keep it off the runtime.
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
             .await
@@ -439,14 +460,22 @@ impl KeyRing {
             .master
             .seal(key.kid().as_bytes(), key.pkcs8_der())
             .map_err(|e| KeyRingError::Create(e.to_string()))?;
-        let record = KeyRecord {
+        Ok(KeyRecord {
             kid: key.kid().to_owned(),
             alg,
             sealed_private: sealed,
             public_jwk: key.public_jwk().clone(),
             created_at: self.clock.now(),
             activate_at,
-        };
+        })
+    }
+
+    async fn add_key(
+        &self,
+        alg: SigningAlgorithm,
+        activate_at: UnixTime,
+    ) -> Result<KeyInfo, KeyRingError> {
+        let record = self.new_record(alg, activate_at).await?;
         self.store.insert_key(&record).await?;
         self.reload().await?;
         crate::audit::key_created(&record.kid, alg, activate_at);

@@ -97,6 +97,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Stores a new signing key.
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// Inserts the first key of a chain unless a key of its algorithm is
+    /// active at `now`; false if one is (another replica made it first).
+    /// Replicas racing on an empty database create exactly one.
+    async fn insert_first_key(&self, key: &KeyRecord, now: UnixTime) -> Result<bool, StoreError>;
     /// Deletes keys that are no longer published.
     async fn delete_key(&self, kid: &str) -> Result<(), StoreError>;
 

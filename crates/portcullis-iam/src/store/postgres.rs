@@ -140,6 +140,20 @@ pub(super) async fn lock_revocations(tx: &mut Transaction<'_, Postgres>) -> Resu
     Ok(())
 }
 
+/// The advisory-lock key that serializes first-key creation ("pckeys").
+const KEYS_LOCK: i64 = 0x0000_7063_6b65_7973;
+
+/// Takes the key-creation lock until `tx` ends: replicas starting at once
+/// on an empty database decide one after the other whether a chain still
+/// needs its first key.
+pub(super) async fn lock_keys(tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(KEYS_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 sql_store_impl!(PostgresStore);
 
 /// Locks the client row against a concurrent update or delete.

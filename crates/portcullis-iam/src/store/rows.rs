@@ -290,6 +290,13 @@ pub(super) const IS_REVOKED: &str = "SELECT 1 FROM revocations WHERE (kind = 'jt
 pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activate_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
+/// The first key of a chain: inserted only while no key of its algorithm
+/// is active at `$7` (another replica may have just made one).
+pub(super) const INSERT_FIRST_KEY: &str = "INSERT INTO signing_keys \
+     (kid, alg, private_key, public_jwk, created_at, activate_at) \
+     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
+     (SELECT 1 FROM signing_keys WHERE alg = $2 AND activate_at <= $7)";
+
 pub(super) const USE_ASSERTION: &str = "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
      ON CONFLICT DO NOTHING";
 

@@ -105,6 +105,28 @@ macro_rules! sql_store_impl {
                 rows.iter().map(key_from_row).collect()
             }
 
+            async fn insert_first_key(
+                &self,
+                key: &KeyRecord,
+                now: UnixTime,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                lock_keys(&mut tx).await?;
+                let n = sqlx::query(super::rows::INSERT_FIRST_KEY)
+                    .bind(&key.kid)
+                    .bind(key.alg.as_str())
+                    .bind(&key.sealed_private)
+                    .bind(key.public_jwk.to_string())
+                    .bind(i(key.created_at))
+                    .bind(i(key.activate_at))
+                    .bind(i(now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
             async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
                 sqlx::query(INSERT_KEY)
                     .bind(&key.kid)

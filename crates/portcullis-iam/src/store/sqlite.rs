@@ -56,6 +56,12 @@ async fn insert_revocation(
     Ok(row.try_get(0)?)
 }
 
+/// Nothing to lock: the one statement that follows is atomic, and SQLite
+/// serializes writers.
+async fn lock_keys(_tx: &mut Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+    Ok(())
+}
+
 sql_store_impl!(SqliteStore);
 
 /// Locks nothing: SQLite write transactions are serialized already.
