@@ -117,6 +117,14 @@ async fn two_iam_replicas_and_two_gateways_on_one_postgres_and_one_redis() {
     let redis = redis_url();
     let prefix = unique_prefix("cluster");
     let pg = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    // The gateways reach Redis through a proxy of their own.
+    let redis_addr = redis
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap();
+    let rp = FaultProxy::start(redis_addr.parse().unwrap()).await;
+    let gw_redis = format!("redis://{}/0", rp.addr());
     let db = postgres_database(&format!("pc_t{}_cluster", std::process::id()))
         .replace("127.0.0.1:5432", &pg.addr().to_string())
         .replace(
@@ -160,7 +168,7 @@ async fn two_iam_replicas_and_two_gateways_on_one_postgres_and_one_redis() {
             format!(
                 "listen = \"127.0.0.1:{p}\"\nadmin_listen = \"127.0.0.1:{a}\"\n\
                  signing_key_file = \"{}\"\n\
-                 [redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\
+                 [redis]\nurl = \"{gw_redis}\"\nkey_prefix = \"{prefix}\"\n\
                  [[upstreams]]\nname = \"echo\"\ntargets = [\"127.0.0.1:{upstream}\"]\n\
                  [[authenticators]]\nname = \"iam\"\ntype = \"jwt\"\nissuer = \"{issuer}\"\n\
                  audience = \"api-1\"\nalgorithms = [\"ES256\"]\n\
@@ -300,5 +308,57 @@ async fn two_iam_replicas_and_two_gateways_on_one_postgres_and_one_redis() {
     }
     let r = token(&http, &base(1), "svc3", &secret3).await;
     assert_eq!(r.status(), 200, "recovered without a restart");
+
+    // Redis cut at the gateways: the limit fails open to each gateway's
+    // own limit (counted), and goes back to Redis once it answers.
+    let metrics = |n: usize| {
+        let url = format!("http://127.0.0.1:{}/metrics", gw_ports[n].1);
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let t: Value = token(&http, &base(0), "svc3", &secret3)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let at3 = t["access_token"].as_str().unwrap().to_owned();
+    rp.cut();
+    let r = http
+        .get(format!("{}/limited/x", gw(0)))
+        .bearer_auth(&at3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "fail open: admitted under the local limit");
+    let m = metrics(0).await;
+    assert!(
+        m.contains("portcullis_redis_failing{feature=\"rate_limit\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("portcullis_redis_errors_total{feature=\"rate_limit\"}"),
+        "{m}"
+    );
+    rp.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = http
+            .get(format!("{}/limited/y", gw(0)))
+            .bearer_auth(&at3)
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await; // past the lease and any 429
+        if metrics(0)
+            .await
+            .contains("portcullis_redis_failing{feature=\"rate_limit\"} 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the limiter never went back to Redis"
+        );
+    }
     drop((iams, gws));
 }
