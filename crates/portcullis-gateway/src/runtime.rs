@@ -29,6 +29,8 @@ pub struct CompiledRoute {
     pub pool: Arc<Pool>,
     /// Has the `session` authenticator: the `Cookie` header is not forwarded.
     pub session: bool,
+    /// The route's name as an interned metrics label.
+    pub label: &'static str,
 }
 
 /// Everything a request needs.
@@ -243,6 +245,7 @@ impl Runtime {
                     limiter,
                     pool,
                     session,
+                    label: portcullis_core::telemetry::label(&r.name),
                 },
             );
         }

@@ -348,19 +348,22 @@ async fn serve_connection<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (stream, poisoned) = crate::framing::Guarded::new(io, max_header);
-    let svc = service_fn(move |mut req| {
+    // This connection's own upstream connections (HTTP/1.1).
+    let affinity = Arc::new(pipeline::proxy::Affinity::default());
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let rt = current.load_full();
         let poisoned = poisoned.get();
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
+        let affinity = (req.version() <= http::Version::HTTP_11).then(|| affinity.clone());
         async move {
             if poisoned {
                 return Ok::<_, std::convert::Infallible>(
                     pipeline::Reject::Framing("ambiguous message framing").into_response(),
                 );
             }
-            Ok(pipeline::handle(rt, req, peer).await)
+            Ok(pipeline::handle(rt, req, peer, affinity.as_deref()).await)
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);

@@ -891,3 +891,107 @@ async fn http2_requests_take_the_same_pipeline() {
     .await;
     assert_eq!(status, 400);
 }
+
+/// An upstream that numbers its connections and the requests on each, and
+/// ends every connection after its third answer: politely
+/// (`Connection: close` on the third) or silently (just closing the socket).
+async fn counting_upstream(polite: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut conns = 0;
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns += 1;
+            let conn = conns;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 1..=3 {
+                    // One GET head (no body) per request.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let body = format!("{conn}:{n}");
+                    let close = if polite && n == 3 {
+                        "connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{close}\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_client_keeps_its_upstream_connection_and_survives_its_close() {
+    for polite in [true, false] {
+        let up = counting_upstream(polite).await;
+        let raw = RawConfig {
+            listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
+            upstreams: vec![RawUpstream {
+                name: "counting".into(),
+                targets: vec![up.to_string()],
+                ..Default::default()
+            }],
+            routes: vec![route("c", "/c", &["anonymous"], "counting")],
+            ..Default::default()
+        };
+        let gw =
+            portcullis_gateway::start(raw.validate(&|_| None).unwrap(), None, Arc::new(|_| {}))
+                .await
+                .unwrap();
+        // One downstream keep-alive connection, requests one after another
+        // (hyper's client on one connection: nothing else decides).
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake::<_, String>(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut seen = Vec::new();
+        for i in 0..7 {
+            if !polite && i > 0 && i % 3 == 0 {
+                // Give the gateway time to see the silent close.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            send.ready().await.unwrap();
+            let req = http::Request::get("/c")
+                .header("host", "gw")
+                .body(String::new())
+                .unwrap();
+            let r = send.send_request(req).await.unwrap();
+            assert_eq!(r.status(), 200, "polite={polite} request {i}");
+            let body = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .unwrap();
+            seen.push(String::from_utf8(body.to_bytes().to_vec()).unwrap());
+        }
+        // The same upstream connection answers consecutive requests; a
+        // closed one is replaced without a failed request.
+        assert_eq!(
+            seen,
+            ["1:1", "1:2", "1:3", "2:1", "2:2", "2:3", "3:1"],
+            "polite={polite}"
+        );
+        gw.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -29,12 +29,13 @@ pub async fn handle(
     rt: Arc<Runtime>,
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
+    affinity: Option<&proxy::Affinity>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let (mut log, result) = {
         let mut log = reply::AccessLog::new(&method, peer);
-        let r = run(&rt, req, peer, &mut log).await;
+        let r = run(&rt, req, peer, affinity, &mut log).await;
         (log, r)
     };
     let resp = match result {
@@ -54,6 +55,7 @@ async fn run(
     rt: &Runtime,
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
+    affinity: Option<&proxy::Affinity>,
     log: &mut reply::AccessLog,
 ) -> Result<Response<Body>, Reject> {
     let (mut parts, body) = req.into_parts();
@@ -61,11 +63,13 @@ async fn run(
 
     // 1. Normalize and match.
     let path = route::normalize(parts.uri.path()).map_err(|_| Reject::BadPath)?;
-    log.path = path.clone();
+    if log.enabled {
+        log.path = path.clone();
+    }
     if let Some(bff) = &rt.bff
         && bff.owns(&path)
     {
-        log.route = "bff".into();
+        log.route = "bff";
         return Ok(bff.endpoint(&parts, &path).await);
     }
     let host = parts
@@ -80,11 +84,13 @@ async fn run(
         route::Match::NotFound => return Err(Reject::NotFound),
     };
     let c = rt.compiled.get(&r.name).ok_or(Reject::NotFound)?;
-    log.route = r.name.clone();
+    log.route = c.label;
 
     // 2. Authenticate.
     let who = authenticate(c, &parts).await?;
-    log.subject = who.subject.clone();
+    if log.enabled {
+        log.subject = who.subject.clone();
+    }
     log.auth = who.method;
 
     // 3. Authorize: scopes and roles, then the route's policy.
@@ -141,9 +147,16 @@ async fn run(
         .map_err(|e| e as proxy::BoxError)
         .boxed();
     let req = Request::from_parts(parts, body);
-    log.upstream = c.pool.name.to_string();
+    if log.enabled {
+        log.upstream = c.pool.name.to_string();
+    }
+    let via = proxy::Via {
+        client: &rt.client,
+        affinity,
+        connect_timeout: rt.config.connect_timeout,
+    };
     let mut resp = proxy::forward(
-        &rt.client,
+        via,
         &c.pool,
         req,
         &path_and_query,

@@ -151,13 +151,7 @@ pub fn rewrite(
             headers.remove(&k);
         }
     }
-    // Formatted on the stack: an IPv6 address is at most 45 bytes.
-    let mut ip = [0u8; 45];
-    let written = {
-        let mut w = &mut ip[..];
-        std::io::Write::write_fmt(&mut w, format_args!("{client_ip}")).map(|()| 45 - w.len())
-    };
-    if let Ok(Ok(v)) = written.map(|n| HeaderValue::from_bytes(&ip[..n])) {
+    if let Some(v) = ip_header(client_ip) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -167,6 +161,29 @@ pub fn rewrite(
     if let Some(t) = token {
         headers.insert(http::header::AUTHORIZATION, t.clone());
     }
+}
+
+/// `ip` as a header value. Keep-alive connections send many requests from
+/// one address, so each thread keeps its last one formatted.
+fn ip_header(ip: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((cached, v)) = last
+            && *cached == ip
+        {
+            return Some(v.clone());
+        }
+        // Formatted on the stack: an IPv6 address is at most 45 bytes.
+        let mut buf = [0u8; 45];
+        let mut w = &mut buf[..];
+        std::io::Write::write_fmt(&mut w, format_args!("{ip}")).ok()?;
+        let n = 45 - w.len();
+        let v = HeaderValue::from_bytes(&buf[..n]).ok()?;
+        *last = Some((ip, v.clone()));
+        Some(v)
+    })
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

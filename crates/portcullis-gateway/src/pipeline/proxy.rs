@@ -8,8 +8,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Body type used on both sides.
@@ -55,62 +59,229 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::PROXY_AUTHENTICATE,
 ];
 
+/// The index in [`HOP_BY_HOP`] of a hop-by-hop header name. Names in a
+/// `HeaderMap` are lower-case, so this is a plain string match.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        "proxy-authenticate" => 7,
+        _ => return None,
+    })
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    // One pass of cheap name comparisons; most messages have none of these.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names notes which hop-by-hop headers are present;
+    // most messages have none, or only `Connection: keep-alive`.
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = hop_by_hop_index(k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if h.contains_key(http::header::CONNECTION) {
+    if present & 1 != 0 {
         remove_connection_named(h);
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
 }
 
 fn remove_connection_named(h: &mut HeaderMap) {
+    // Names other than the hop-by-hop ones (removed anyway), usually none.
     let named: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| {
+            !n.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(n))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         h.remove(n);
     }
 }
 
+/// The upstream connections of one downstream HTTP/1.1 connection.
+///
+/// A keep-alive client sends its requests one after another, so the
+/// connection serving it keeps its own upstream connection per target and
+/// sends straight through it: no shared-pool checkout, no task spawned per
+/// request to hand the connection back. Targets are still picked per
+/// request (round robin, health, ejection); an unused held connection just
+/// waits with its downstream connection and closes with it. HTTP/2
+/// downstream connections multiplex, so they use the shared pool.
+#[derive(Default)]
+pub struct Affinity {
+    held: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
+}
+
+/// At most this many upstream connections per downstream connection (one
+/// per target it has been sent to).
+const MAX_HELD: usize = 8;
+
+impl Affinity {
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+        let mut held = self.held.lock().ok()?;
+        let i = held.iter().position(|(a, _)| *a == addr)?;
+        let (_, s) = held.swap_remove(i);
+        (!s.is_closed()).then_some(s)
+    }
+
+    fn put(&self, addr: SocketAddr, s: SendRequest<Body>) {
+        if let Ok(mut held) = self.held.lock()
+            && held.len() < MAX_HELD
+        {
+            held.push((addr, s));
+        }
+    }
+}
+
+/// How requests reach the upstream: the shared pool, or the downstream
+/// connection's own upstream connections.
+#[derive(Clone, Copy)]
+pub struct Via<'a> {
+    /// The shared keep-alive pool.
+    pub client: &'a UpstreamClient,
+    /// The downstream connection's connections (HTTP/1.1 only).
+    pub affinity: Option<&'a Affinity>,
+    /// Connect timeout for a new connection.
+    pub connect_timeout: Duration,
+}
+
+enum SendError {
+    Connect,
+    Legacy(hyper_util::client::legacy::Error),
+    Hyper(hyper::Error),
+}
+
+impl SendError {
+    /// The request body outgrew its limit while being streamed up.
+    fn body_too_large(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match self {
+            SendError::Connect => None,
+            SendError::Legacy(e) => Some(e),
+            SendError::Hyper(e) => Some(e),
+        };
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect => f.write_str("connect failed or timed out"),
+            SendError::Legacy(e) => e.fmt(f),
+            SendError::Hyper(e) => e.fmt(f),
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| SendError::Connect)?
+        .map_err(|_| SendError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Hyper)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends over the downstream connection's own upstream connection to
+/// `addr`, opening one if it has none (or the held one has closed).
+async fn send_direct(
+    affinity: &Affinity,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    mut req: Request<Body>,
+) -> Result<Response<hyper::body::Incoming>, SendError> {
+    if let Some(mut sender) = affinity.take(addr)
+        && sender.ready().await.is_ok()
+    {
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                affinity.put(addr, sender);
+                return Ok(resp);
+            }
+            // Not sent (the upstream closed the idle connection first):
+            // safe to send again on a new one.
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(SendError::Hyper(e.into_error())),
+            },
+        }
+    }
+    let mut sender = connect(addr, connect_timeout).await?;
+    let resp = sender.send_request(req).await.map_err(SendError::Hyper)?;
+    affinity.put(addr, sender);
+    Ok(resp)
+}
+
 /// Forwards `req` (path-and-query already final) to a target of `pool`.
 pub async fn forward(
-    client: &UpstreamClient,
+    via: Via<'_>,
     pool: &Pool,
     mut req: Request<Body>,
     path_and_query: &str,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let target = pool.pick().ok_or(ProxyError::NoTarget)?;
-    let scheme = match pool.tls {
-        Some(_) => http::uri::Scheme::HTTPS,
-        None => http::uri::Scheme::HTTP,
+    // Plain-HTTP pools go through the downstream connection's own upstream
+    // connections when it has them; TLS pools through their pooled client.
+    let affinity = via.affinity.filter(|_| pool.tls.is_none());
+    *req.uri_mut() = match (affinity, &pool.tls) {
+        // A direct connection takes the origin form (RFC 9112 §3.2.1).
+        (Some(_), _) => Uri::try_from(path_and_query).map_err(|_| ProxyError::Upstream)?,
+        (None, tls) => Uri::builder()
+            .scheme(match tls {
+                Some(_) => http::uri::Scheme::HTTPS,
+                None => http::uri::Scheme::HTTP,
+            })
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::Upstream)?,
     };
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::Upstream)?;
-    *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
     remove_hop_by_hop(req.headers_mut());
     req.headers_mut()
         .insert(http::header::HOST, target.host.clone());
     let started = std::time::Instant::now();
     let exchange = async {
-        match &pool.tls {
-            Some(tls) => tls.client().request(req).await,
-            None => client.request(req).await,
+        match (affinity, &pool.tls) {
+            (Some(a), _) => send_direct(a, target.addr, via.connect_timeout, req).await,
+            (None, Some(tls)) => tls.client().request(req).await.map_err(SendError::Legacy),
+            (None, None) => via.client.request(req).await.map_err(SendError::Legacy),
         }
     };
     let result = tokio::time::timeout(timeout, exchange).await;
@@ -122,12 +293,7 @@ pub async fn forward(
             Err(ProxyError::Timeout)
         }
         Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e).is_some_and(|s| {
-                s.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                    || s.to_string().contains("length limit")
-            });
-            if too_large {
+            if e.body_too_large() {
                 return Err(ProxyError::BodyTooLarge);
             }
             tracing::warn!(upstream = %pool.name, target = %target.addr, error = %e, "upstream request failed");

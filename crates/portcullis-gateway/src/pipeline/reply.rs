@@ -282,10 +282,12 @@ pub fn check_framing(
 pub struct AccessLog {
     method: http::Method,
     peer: std::net::SocketAddr,
+    /// Whether the access log is on: the fields below are only filled then.
+    pub enabled: bool,
     /// Normalized path.
     pub path: String,
-    /// Route name.
-    pub route: String,
+    /// Route name (an interned metrics label).
+    pub route: &'static str,
     /// Authenticated subject.
     pub subject: String,
     /// Authentication method.
@@ -300,8 +302,9 @@ impl AccessLog {
         Self {
             method: method.clone(),
             peer,
+            enabled: tracing::enabled!(target: "portcullis::access", tracing::Level::INFO),
             path: String::new(),
-            route: String::new(),
+            route: "unmatched",
             subject: String::new(),
             auth: "none",
             upstream: String::new(),
@@ -310,19 +313,16 @@ impl AccessLog {
 
     /// Emits the record and the request metrics.
     pub fn finish(&mut self, status: StatusCode, elapsed: Duration) {
-        let route = if self.route.is_empty() {
-            "unmatched"
-        } else {
-            label(&self.route)
-        };
-        metrics::counter!("portcullis_gateway_requests_total", "route" => route, "status" => label(status.as_str()), "auth" => self.auth)
-            .increment(1);
+        requests_counter(self.route, status, self.auth).increment(1);
+        if !self.enabled {
+            return;
+        }
         let status = status.as_u16();
         tracing::info!(
             target: "portcullis::access",
             method = %self.method,
             path = %self.path,
-            route,
+            route = self.route,
             status,
             auth = self.auth,
             subject = %self.subject,
@@ -331,4 +331,35 @@ impl AccessLog {
             ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
+}
+
+/// The `portcullis_gateway_requests_total` handle of a (route, status,
+/// auth) combination, looked up in the metrics registry (which hashes the
+/// three labels) once per combination. The labels are `'static` (interned
+/// or literals), so their addresses are the key.
+fn requests_counter(
+    route: &'static str,
+    status: StatusCode,
+    auth: &'static str,
+) -> metrics::Counter {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    type Key = (usize, u16, usize);
+    static CACHE: OnceLock<RwLock<HashMap<Key, metrics::Counter>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (
+        route.as_ptr() as usize,
+        status.as_u16(),
+        auth.as_ptr() as usize,
+    );
+    if let Some(c) = cache.read().ok().and_then(|m| m.get(&key).cloned()) {
+        return c;
+    }
+    let c = metrics::counter!("portcullis_gateway_requests_total", "route" => route, "status" => label(status.as_str()), "auth" => auth);
+    if let Ok(mut m) = cache.write()
+        && m.len() < 4096
+    {
+        m.insert(key, c.clone());
+    }
+    c
 }
