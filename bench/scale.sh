@@ -103,29 +103,26 @@ key_prefix = "$PREFIX"
 [[upstreams]]
 name = "iam"
 targets = ["127.0.0.1:19800"]
-[[authenticators]]
-name = "anyone"
-type = "anonymous"
 [[routes]]
 name = "local"
 path_prefix = "/local"
 strip_prefix = true
 upstream = "iam"
-auth = ["anyone"]
+auth = ["anonymous"]
 rate_limit = { per_second = 1000000, burst = 1000000, key = "client_ip" }
 [[routes]]
 name = "cluster"
 path_prefix = "/cluster"
 strip_prefix = true
 upstream = "iam"
-auth = ["anyone"]
+auth = ["anonymous"]
 rate_limit = { per_second = 1000000, burst = 1000000, key = "client_ip", scope = "cluster", lease = 100 }
 [[routes]]
 name = "cluster1"
 path_prefix = "/exact"
 strip_prefix = true
 upstream = "iam"
-auth = ["anyone"]
+auth = ["anonymous"]
 rate_limit = { per_second = 1000000, burst = 1000000, key = "client_ip", scope = "cluster", lease = 1 }
 TOML
 "$BIN" --log warn gateway serve --config "$WORKDIR/gateway.toml" >"$WORKDIR/gateway.log" 2>&1 &
