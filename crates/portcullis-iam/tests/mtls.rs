@@ -635,3 +635,37 @@ async fn the_admin_api_round_trips_the_certificate_fields() {
         assert!(v.to_string().contains(field), "{body}: {v}");
     }
 }
+
+#[tokio::test]
+async fn the_admin_listener_serves_tls_and_both_listeners_drain_on_shutdown() {
+    let pki = Pki::new();
+    let admin_tls = RawTls {
+        client_auth: Some("none".into()),
+        client_ca: None,
+        crls: vec![],
+        ..pki.tls()
+    };
+    let mut iam = start(&pki, |raw| raw.admin_tls = Some(admin_tls)).await;
+    assert!(iam.admin.starts_with("https://"), "{}", iam.admin);
+    let r = iam
+        .admin_call(reqwest::Method::GET, "/admin/clients", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    // Plain HTTP to the admin listener gets nothing.
+    assert!(
+        reqwest::get(iam.admin.replace("https://", "http://") + "/healthz")
+            .await
+            .is_err()
+    );
+    // Open keep-alive connections do not hold shutdown up.
+    let (_, id) = pki.client("billing");
+    let http = pki.http(Some(&id));
+    assert_eq!(cc(&iam, &http, "billing").await.unwrap().0, 200);
+    tokio::time::timeout(Duration::from_secs(20), iam.stop())
+        .await
+        .expect("shutdown drains the TLS listeners");
+    assert!(
+        cc(&iam, &http, "billing").await.is_err(),
+        "no longer listening"
+    );
+}
