@@ -136,7 +136,8 @@ pub struct RawBff {
     pub resources: Vec<String>,
     /// Where the BFF endpoints live (default `/auth`).
     pub path_prefix: Option<String>,
-    /// Session database (default `sqlite://bff-sessions.db`).
+    /// Session store: a `sqlite://` URL (default `sqlite://bff-sessions.db`)
+    /// or `redis` for the gateway's `[redis]` (needed with several gateways).
     pub session_store: Option<String>,
     /// Environment variable holding the base64 32-byte key that seals the
     /// tokens in the session store.
@@ -445,7 +446,7 @@ pub struct BffConfig {
     pub resources: Vec<String>,
     /// Endpoint prefix, no trailing slash.
     pub path_prefix: String,
-    /// Session database URL.
+    /// Session store: a `sqlite:` URL or `redis`.
     pub session_store: String,
     /// The sealing key (base64), if given by env.
     pub session_key: Option<portcullis_core::Secret>,
@@ -1010,6 +1011,12 @@ impl RawConfig {
             });
         }
         let bff = self.bff.map(|b| b.validate(env)).transpose()?;
+        if let Some(b) = &bff
+            && b.session_store == crate::bff::store::REDIS
+            && redis.is_none()
+        {
+            return Err(err("bff.session_store", "\"redis\" needs a [redis] table"));
+        }
         if let Some(b) = &bff
             && let Some(r) = routes.iter().find(|r| {
                 r.prefix == b.path_prefix || r.prefix.starts_with(&format!("{}/", b.path_prefix))

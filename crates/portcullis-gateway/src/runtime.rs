@@ -74,17 +74,6 @@ impl Runtime {
         issuer: String,
         previous: Option<&Runtime>,
     ) -> Result<Self, crate::server::GatewayError> {
-        let bff = match &config.bff {
-            None => None,
-            Some(cfg) => match previous.and_then(|p| p.bff.as_ref()) {
-                Some(b) if b.config() == cfg => Some(b.clone()),
-                _ => Some(
-                    Bff::start(cfg.clone())
-                        .await
-                        .map_err(crate::server::GatewayError::Bff)?,
-                ),
-            },
-        };
         let policies = match &config.policies {
             None => None,
             Some(dir) => Some(Arc::new(
@@ -102,6 +91,23 @@ impl Runtime {
                         error: crate::config::ConfigError::new("redis.url", e.to_string()),
                     }
                 })?),
+            },
+        };
+        let bff = match &config.bff {
+            None => None,
+            Some(cfg) => match previous.and_then(|p| p.bff.as_ref()) {
+                Some(b)
+                    if b.config() == cfg
+                        && (cfg.session_store != crate::bff::store::REDIS
+                            || b.redis_config() == config.redis.as_ref()) =>
+                {
+                    Some(b.clone())
+                }
+                _ => Some(
+                    Bff::start(cfg.clone(), redis.as_ref())
+                        .await
+                        .map_err(crate::server::GatewayError::Bff)?,
+                ),
             },
         };
         let limit_feature = portcullis_redis::Feature::new("rate_limit");

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::any;
 use portcullis_gateway::config::{RawAuthenticator, RawBff, RawConfig, RawRoute, RawUpstream};
+use portcullis_redis::RawRedis;
 use portcullis_service::{Validator, ValidatorConfig};
 use portcullis_test_support::browser::{Browser, Page};
 use portcullis_test_support::{TestIam, free_port};
@@ -42,6 +43,9 @@ struct Env {
     gw: portcullis_gateway::RunningGateway,
     base: String,
     alice_id: String,
+    /// The gateway's config and client secret, to start another replica.
+    raw: RawConfig,
+    secret: String,
     _dir: tempfile::TempDir,
 }
 
@@ -70,6 +74,17 @@ impl Env {
         b.get(&self.url(to)).await
     }
 
+    /// `POST /auth/logout` with the session cookie `cookie` and its CSRF token.
+    async fn logout(&self, cookie: &str, csrf: &str) -> reqwest::Response {
+        portcullis_test_support::http_client()
+            .post(self.url("/auth/logout"))
+            .header("cookie", format!("portcullis_bff={cookie}"))
+            .header("x-portcullis-csrf", csrf)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The session's CSRF token, from `/auth/session`.
     async fn csrf(&self, b: &mut Browser) -> String {
         let s = b.get(&self.url("/auth/session")).await;
@@ -87,6 +102,11 @@ async fn sign_in(iam: &TestIam, b: &mut Browser, page: &Page) -> Page {
 /// The IAM server with alice and the `bff` client, and a gateway in front
 /// of an echo upstream with `/api` behind the `session` authenticator.
 async fn env(tweak: impl FnOnce(&mut RawBff)) -> Env {
+    env_with(tweak, None).await
+}
+
+/// [`env`] with the gateway's `[redis]`.
+async fn env_with(tweak: impl FnOnce(&mut RawBff), redis: Option<RawRedis>) -> Env {
     let iam = TestIam::start().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -153,9 +173,11 @@ async fn env(tweak: impl FnOnce(&mut RawBff)) -> Env {
             ..Default::default()
         }],
         bff: Some(bff),
+        redis,
         ..Default::default()
     };
     let config = raw
+        .clone()
         .validate(&|v| (v == SECRET_ENV).then(|| secret.clone()))
         .unwrap();
     let gw = portcullis_gateway::start(config, None, Arc::new(|_| {}))
@@ -166,6 +188,8 @@ async fn env(tweak: impl FnOnce(&mut RawBff)) -> Env {
         gw,
         base,
         alice_id: alice["id"].as_str().unwrap().to_owned(),
+        raw,
+        secret,
         _dir: dir,
     }
 }
@@ -535,14 +559,7 @@ async fn logout_ends_the_session_here_and_at_the_iam_server() {
     let old = b.cookies["portcullis_bff"].clone();
     let csrf = e.csrf(&mut b).await;
 
-    let http = portcullis_test_support::http_client();
-    let r = http
-        .post(e.url("/auth/logout"))
-        .header("cookie", format!("portcullis_bff={old}"))
-        .header("x-portcullis-csrf", &csrf)
-        .send()
-        .await
-        .unwrap();
+    let r = e.logout(&old, &csrf).await;
     assert_eq!(r.status(), 303);
     let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
@@ -650,4 +667,177 @@ fn bff_configuration_errors_name_the_key() {
     let mut c = base();
     c.bff = Some(bff());
     assert!(c.validate(&|_| None).is_ok());
+}
+
+// ------------------------------------------------- Redis: several gateways
+
+fn redis_table(url: &str, prefix: &str) -> RawRedis {
+    toml::from_str(&format!("url = {url:?}\nkey_prefix = {prefix:?}")).unwrap()
+}
+
+/// [`env`] with sessions in Redis at `url`, under a key prefix of its own
+/// (returned).
+async fn redis_env(url: &str) -> (Env, String) {
+    let prefix = portcullis_test_support::unique_prefix("bff");
+    let e = env_with(
+        |b| b.session_store = Some("redis".into()),
+        Some(redis_table(url, &prefix)),
+    )
+    .await;
+    (e, prefix)
+}
+
+impl Env {
+    /// Another gateway with the same configuration (the same Redis and
+    /// session key) on a port of its own, and its base URL.
+    async fn replica(&self) -> (portcullis_gateway::RunningGateway, String) {
+        let port = free_port();
+        let mut raw = self.raw.clone();
+        raw.listen = Some(format!("127.0.0.1:{port}"));
+        let secret = self.secret.clone();
+        let config = raw
+            .validate(&|v| (v == SECRET_ENV).then(|| secret.clone()))
+            .unwrap();
+        let gw = portcullis_gateway::start(config, None, Arc::new(|_| {}))
+            .await
+            .unwrap();
+        (gw, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_on_one_redis_share_sessions_and_a_logout_is_seen_at_once() {
+    let url = portcullis_test_support::redis_url();
+    let (e, prefix) = redis_env(&url).await;
+    let (gw_b, base_b) = e.replica().await;
+    let at_b = |path: &str| format!("{base_b}{path}");
+    let mut b = Browser::new();
+    upstream_saw(&e.login(&mut b, "/api/hello").await);
+    let old = b.cookies["portcullis_bff"].clone();
+
+    // The session made through A works at B, with the same access token.
+    let via_a = bearer(&upstream_saw(&b.get(&e.url("/api/things")).await));
+    let via_b = bearer(&upstream_saw(&b.get(&at_b("/api/things")).await));
+    assert_eq!(via_a, via_b);
+    let s = b.get(&at_b("/auth/session")).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let v: Value = serde_json::from_str(&s.body).unwrap();
+    assert_eq!(v["sub"], e.alice_id.as_str());
+
+    // Logout at A; B refuses the cookie on the very next request (no
+    // cached copy of the session at B).
+    let csrf = e.csrf(&mut b).await;
+    assert_eq!(e.logout(&old, &csrf).await.status(), 303);
+    let mut replay = Browser::new();
+    replay.cookies.insert("portcullis_bff".into(), old);
+    assert_eq!(replay.get(&at_b("/api/x")).await.status, 401);
+    assert_eq!(replay.get(&at_b("/auth/session")).await.status, 401);
+    assert_eq!(replay.get(&e.url("/api/x")).await.status, 401);
+
+    // A login started at B finishes at A (the pending login is shared too).
+    let mut c = Browser::new();
+    let start = c.get(&at_b("/auth/login?return_to=/api/b")).await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let page = c.get(start.location.as_deref().unwrap()).await;
+    let done = sign_in(&e.iam, &mut c, &page).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let back = c.get(done.location.as_deref().unwrap()).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    upstream_saw(&c.get(&at_b("/api/b")).await);
+
+    // Whoever can write Redis cannot widen a session: the fields the
+    // gateway decides on are sealed with the tokens, and an edited session
+    // ends.
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        c.cookies["portcullis_bff"].as_bytes(),
+    );
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let key = format!("{prefix}bff:s:{hex}");
+    let mut redis = portcullis_redis::Redis::connect(portcullis_redis::RedisConfig::new(url))
+        .unwrap()
+        .conn();
+    let () = portcullis_redis::redis::cmd("HSET")
+        .arg(&key)
+        .arg("profile")
+        .arg(r#"{"roles":["admin"]}"#)
+        .query_async(&mut redis)
+        .await
+        .map(|_: i64| ())
+        .unwrap();
+    assert_eq!(c.get(&at_b("/api/b")).await.status, 401);
+    let exists: i64 = portcullis_redis::redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "the edited session was deleted");
+    drop(gw_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sessions_fail_closed_and_recover_without_a_restart() {
+    let target: std::net::SocketAddr = {
+        let u = url::Url::parse(&portcullis_test_support::redis_url()).unwrap();
+        format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(6379))
+            .parse()
+            .unwrap()
+    };
+    let proxy = portcullis_test_support::FaultProxy::start(target).await;
+    let (e, _) = redis_env(&format!("redis://{}/0", proxy.addr())).await;
+    let mut b = Browser::new();
+    upstream_saw(&e.login(&mut b, "/api/hello").await);
+
+    proxy.cut();
+    let api = b.get(&e.url("/api/x")).await;
+    assert_eq!(api.status, 503, "{}", api.body);
+    assert_eq!(b.get(&e.url("/auth/session")).await.status, 503);
+    let mut fresh = Browser::new();
+    assert_eq!(fresh.get(&e.url("/auth/login")).await.status, 503);
+    assert!(
+        b.cookies.contains_key("portcullis_bff"),
+        "an outage does not end the session"
+    );
+    let metrics = portcullis_test_support::http_client()
+        .get(format!("http://{}/metrics", e.gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portcullis_redis_errors_total{feature=\"bff_sessions\"}")),
+        "Redis errors are counted: {metrics}"
+    );
+
+    proxy.restore();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = b.get(&e.url("/api/x")).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the same session works once Redis is back");
+}
+
+#[test]
+fn session_store_redis_needs_a_redis_table() {
+    let raw: RawConfig = toml::from_str(
+        r#"
+        [bff]
+        issuer = "https://id.example"
+        client_id = "bff"
+        redirect_uri = "https://app.example/auth/callback"
+        session_store = "redis"
+        "#,
+    )
+    .unwrap();
+    let err = raw.validate(&|_| None).unwrap_err().to_string();
+    assert!(err.contains("bff.session_store"), "{err}");
+    assert!(err.contains("[redis]"), "{err}");
 }

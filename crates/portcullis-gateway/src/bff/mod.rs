@@ -15,6 +15,7 @@
 //! CSRF header or a same-origin `Sec-Fetch-Site`/`Origin`.
 
 pub mod oidc;
+pub mod redis_store;
 pub mod store;
 
 use crate::config::BffConfig;
@@ -38,8 +39,10 @@ use store::{PendingLogin, SessionRow, SessionStore};
 pub const CSRF_HEADER: &str = "x-portcullis-csrf";
 /// How long a login may take, from `/login` to `/callback`.
 const LOGIN_TTL: u64 = 600;
-/// How long a session read from the store is trusted before it is re-read
-/// (a logout at another replica takes at most this long to be seen).
+/// How long a session read from the SQLite store is trusted before it is
+/// re-read. The Redis store, shared by several gateways, is read at every
+/// request instead (one `HGETALL`), so a logout at one gateway is refused
+/// at the others at once.
 const SESSION_CACHE_TTL: Duration = Duration::from_secs(5);
 /// `last_seen` is written at most this often (half the idle timeout if
 /// that is shorter).
@@ -76,6 +79,27 @@ struct Tokens {
     access: String,
     refresh: Option<String>,
     id: Option<String>,
+    /// The row's clear fields the gateway decides on, sealed with the
+    /// tokens: a store (Redis) that edits them ends the session instead.
+    who: Who,
+}
+
+/// Who a session is for, as sealed at login.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Who {
+    subject: String,
+    scope: String,
+    profile: String,
+}
+
+impl Who {
+    fn of(row: &SessionRow) -> Self {
+        Self {
+            subject: row.subject.clone(),
+            scope: row.scope.clone(),
+            profile: row.profile.clone(),
+        }
+    }
 }
 
 /// A session as requests use it.
@@ -92,6 +116,11 @@ pub struct Bff {
     store: Arc<dyn SessionStore>,
     seal: MasterKey,
     sessions: moka::future::Cache<[u8; 32], Arc<Live>>,
+    /// Whether `sessions` is used (not with a shared store).
+    cache: bool,
+    /// The `[redis]` the store uses, if it does (a reload with another one
+    /// restarts the BFF).
+    redis: Option<portcullis_redis::RedisConfig>,
     refreshing: moka::sync::Cache<[u8; 32], Arc<tokio::sync::Mutex<()>>>,
     session_cookie: &'static str,
     login_cookie: &'static str,
@@ -136,8 +165,16 @@ impl Bff {
     /// Opens the session store and prepares the provider (its metadata is
     /// fetched on first use, so the gateway starts while the provider is
     /// still starting).
-    pub async fn start(cfg: BffConfig) -> Result<Arc<Self>, BffError> {
-        let store = store::open(&cfg.session_store).await?;
+    /// `redis` is the gateway's, used with `session_store = "redis"`.
+    pub async fn start(
+        cfg: BffConfig,
+        redis: Option<&portcullis_redis::Redis>,
+    ) -> Result<Arc<Self>, BffError> {
+        let store = store::open(&cfg.session_store, redis).await?;
+        let cache = store.cacheable();
+        let redis = (cfg.session_store == store::REDIS)
+            .then(|| redis.map(|r| r.config().clone()))
+            .flatten();
         let seal = sealing_key(&cfg)?;
         let (session_cookie, login_cookie) = if cfg.secure_cookies {
             ("__Host-portcullis_bff", "__Host-portcullis_bff_login")
@@ -168,6 +205,8 @@ impl Bff {
                 .max_capacity(100_000)
                 .time_to_live(SESSION_CACHE_TTL)
                 .build(),
+            cache,
+            redis,
             refreshing: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
@@ -181,6 +220,11 @@ impl Bff {
     /// Its configuration (a reload keeps the BFF if this is unchanged).
     pub fn config(&self) -> &BffConfig {
         &self.cfg
+    }
+
+    /// The `[redis]` its session store uses, if any.
+    pub fn redis_config(&self) -> Option<&portcullis_redis::RedisConfig> {
+        self.redis.as_ref()
     }
 
     /// Whether `path` (normalized) is one of the BFF's endpoints.
@@ -388,17 +432,14 @@ impl Bff {
         };
         let skey = sha256(session.as_bytes());
         let t = now();
-        let Some(sealed) = self.seal_tokens(&skey, &tokens, None) else {
-            return internal();
-        };
-        let row = SessionRow {
+        let mut row = SessionRow {
             subject: subject.to_owned(),
             profile: Value::Object(profile).to_string(),
             scope: tokens
                 .scope
                 .clone()
                 .unwrap_or_else(|| self.cfg.scopes.join(" ")),
-            tokens: sealed,
+            tokens: Vec::new(),
             access_expires_at: t + tokens.expires_in.unwrap_or(300),
             csrf,
             created_at: t,
@@ -406,6 +447,10 @@ impl Bff {
             expires_at: t + self.cfg.session_max,
             version: 0,
         };
+        let Some(sealed) = self.seal_tokens(&skey, &tokens, Who::of(&row), None) else {
+            return internal();
+        };
+        row.tokens = sealed;
         if let Err(e) = self.store.create(&skey, &row).await {
             tracing::error!(error = %e, "bff: cannot create a session");
             return store_down();
@@ -501,6 +546,7 @@ impl Bff {
         &self,
         key: &[u8; 32],
         t: &TokenResponse,
+        who: Who,
         previous: Option<&Tokens>,
     ) -> Option<Vec<u8>> {
         let tokens = Tokens {
@@ -515,6 +561,7 @@ impl Bff {
                 .id_token
                 .clone()
                 .or_else(|| previous.and_then(|p| p.id.clone())),
+            who,
         };
         let json = serde_json::to_vec(&tokens).ok()?;
         self.seal.seal(key, &json).ok()
@@ -523,6 +570,10 @@ impl Bff {
     fn open_row(&self, key: &[u8; 32], row: SessionRow) -> Option<Live> {
         let plain = self.seal.open(key, &row.tokens).ok()?;
         let tokens: Tokens = serde_json::from_slice(&plain).ok()?;
+        if tokens.who != Who::of(&row) {
+            tracing::warn!("bff: a stored session does not match what was sealed; ended");
+            return None;
+        }
         let mut bearer = HeaderValue::from_str(&format!("Bearer {}", tokens.access)).ok()?;
         bearer.set_sensitive(true);
         Some(Live {
@@ -541,12 +592,15 @@ impl Bff {
         match self.open_row(key, row) {
             Some(live) => {
                 let live = Arc::new(live);
-                self.sessions.insert(*key, live.clone()).await;
+                if self.cache {
+                    self.sessions.insert(*key, live.clone()).await;
+                }
                 Ok(Some(live))
             }
             None => {
                 // Sealed with another key (a restart without a persistent
-                // session key): unusable, so gone.
+                // session key), or its clear fields edited in the store:
+                // unusable, so gone.
                 self.end(key).await;
                 Ok(None)
             }
@@ -559,7 +613,12 @@ impl Bff {
             return Ok(None);
         };
         let key = sha256(value.as_bytes());
-        let live = match self.sessions.get(&key).await {
+        let cached = if self.cache {
+            self.sessions.get(&key).await
+        } else {
+            None
+        };
+        let live = match cached {
             Some(l) => l,
             None => match self.load(&key).await? {
                 Some(l) => l,
@@ -584,7 +643,9 @@ impl Bff {
                 tokens: live.tokens.clone(),
                 bearer: live.bearer.clone(),
             });
-            self.sessions.insert(key, fresh.clone()).await;
+            if self.cache {
+                self.sessions.insert(key, fresh.clone()).await;
+            }
             return Ok(Some((key, fresh)));
         }
         Ok(Some((key, live)))
@@ -685,7 +746,7 @@ impl Bff {
             }
         };
         let sealed = self
-            .seal_tokens(key, &t, Some(&live.tokens))
+            .seal_tokens(key, &t, live.tokens.who.clone(), Some(&live.tokens))
             .ok_or(AuthnError::Unavailable)?;
         let expires = now() + t.expires_in.unwrap_or(300);
         let stored = self

@@ -1,5 +1,6 @@
 //! Server-side BFF sessions behind [`SessionStore`], with the SQLite
-//! back-end (the embedded default; Redis follows with the scale-out work).
+//! back-end (the embedded default, one gateway) and the Redis one
+//! ([`super::redis_store`], several gateways).
 //!
 //! Rows are keyed by the SHA-256 of the cookie value, so the database alone
 //! does not give anyone a usable cookie, and the tokens in a row are sealed
@@ -20,8 +21,14 @@ pub enum SessionStoreError {
     #[error("session store: {0}")]
     Database(#[from] sqlx::Error),
     /// A URL no back-end is built for.
-    #[error("session store: unsupported database URL {0:?} (sqlite://PATH)")]
+    #[error("session store: unsupported database URL {0:?} (sqlite://PATH or redis)")]
     UnsupportedUrl(String),
+    /// `redis` without the gateway's `[redis]`.
+    #[error("bff.session_store: \"redis\" needs a [redis] table")]
+    NoRedis,
+    /// Redis failed or held something unexpected.
+    #[error("session store: {0}")]
+    Redis(String),
 }
 
 /// A login under way: from `/auth/login` to `/auth/callback`.
@@ -94,11 +101,26 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete(&self, key: &[u8; 32]) -> Result<bool, SessionStoreError>;
     /// Deletes expired sessions and logins, at most `limit` rows of each.
     async fn purge(&self, now: u64, idle: u64, limit: u32) -> Result<u64, SessionStoreError>;
+    /// Whether a gateway may keep a session read from here for a few
+    /// seconds. Not with a store shared by several gateways: a logout at
+    /// one must be seen at the next request at the others.
+    fn cacheable(&self) -> bool {
+        true
+    }
 }
 
-/// Opens the store named by `url`.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn SessionStore>, SessionStoreError> {
-    if url.starts_with("sqlite:") {
+/// Opens the store named by `url`: a `sqlite:` URL, or `redis` for the
+/// gateway's `redis`.
+pub async fn open(
+    url: &str,
+    redis: Option<&portcullis_redis::Redis>,
+) -> Result<std::sync::Arc<dyn SessionStore>, SessionStoreError> {
+    if url == REDIS {
+        let redis = redis.ok_or(SessionStoreError::NoRedis)?;
+        Ok(std::sync::Arc::new(super::redis_store::RedisSessions::new(
+            redis.clone(),
+        )))
+    } else if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteSessions::open(url).await?))
     } else {
         Err(SessionStoreError::UnsupportedUrl(
@@ -106,6 +128,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn SessionStore>, Session
         ))
     }
 }
+
+/// `session_store` naming the gateway's Redis.
+pub const REDIS: &str = "redis";
 
 /// The SQLite back-end.
 pub struct SqliteSessions {
