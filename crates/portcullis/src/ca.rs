@@ -114,10 +114,25 @@ pub async fn run(args: CaArgs, command: CaCommand, log: LogArgs) -> Result<(), F
             let certs = ca.list().map_err(failure)?;
             emit(out, json!({ "certificates": certs }), || print_list(&certs));
         }
-        CaCommand::ServeCrl { listen } => {
+        CaCommand::ServeCrl {
+            listen,
+            renew_listen,
+            tls_cert,
+            tls_key,
+            renew_ttl_hours,
+        } => {
             crate::serve::init_logging(&log);
             let ca = Arc::new(open(&args.dir, &master)?);
-            serve_crl(ca, &listen).await?;
+            match (renew_listen, tls_cert, tls_key) {
+                (Some(addr), Some(cert), Some(key)) => {
+                    let renewal =
+                        serve_renewal(ca.clone(), &args.dir, &addr, cert, key, renew_ttl_hours);
+                    let (crl, renew) = tokio::join!(serve_crl(ca, &listen), renewal);
+                    crl?;
+                    renew?;
+                }
+                _ => serve_crl(ca, &listen).await?,
+            }
         }
     }
     Ok(())
@@ -177,6 +192,48 @@ fn print_list(certs: &[IssuedCert]) {
             c.serial, c.name, c.not_after
         );
     }
+}
+
+/// `POST /v1/renew` over mutual TLS: callers must present a certificate of
+/// this CA that is valid and not revoked (checked in the handshake against
+/// the CA's root and CRL, and again against the CA's index by the renewal).
+async fn serve_renewal(
+    ca: Arc<Ca>,
+    dir: &Path,
+    listen: &str,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ttl_hours: u64,
+) -> Result<(), Failure> {
+    use portcullis_ca::tls::{ClientAuth, ClientTrust, ServerTlsFiles};
+    let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
+    if ttl.is_zero() || ttl > portcullis_ca::MAX_LEAF_TTL {
+        return Err(Failure::Config(format!(
+            "--renew-ttl-hours {ttl_hours}: between 1 and {} hours",
+            portcullis_ca::MAX_LEAF_TTL.as_secs() / 3600
+        )));
+    }
+    let files = ServerTlsFiles {
+        cert_chain: cert,
+        key,
+        client_auth: ClientAuth::Required(ClientTrust::new(
+            dir.join(portcullis_ca::ROOT_CERT),
+            vec![dir.join(portcullis_ca::CRL_FILE)],
+        )),
+        alpn_protocols: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::Config(format!("--renew-listen {listen}: {e}")))?;
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving certificate renewal at /v1/renew (mutual TLS)");
+    portcullis_service::tls::serve_tls(
+        listener,
+        portcullis_service::renew::renewal_router(ca, ttl),
+        files,
+        crate::serve::terminated(),
+    )
+    .await
+    .map_err(|e| Failure::Config(format!("--tls-cert/--tls-key: {e}")))
 }
 
 /// `GET /crl.pem`: the current CRL, renewed by the CA as it ages.

@@ -673,10 +673,27 @@ pub enum CaCommand {
     Crl,
     /// List issued certificates.
     List,
-    /// Serve the current CRL over HTTP (GET /crl.pem), renewing it as it ages.
+    /// Serve the current CRL over HTTP (GET /crl.pem), renewing it as it
+    /// ages; with --renew-listen, also the certificate renewal endpoint.
+    #[command(alias = "serve")]
     ServeCrl {
         /// Listener, host:port.
         #[arg(long, default_value = "127.0.0.1:9300")]
         listen: String,
+        /// Also serve `POST /v1/renew` here, over mutual TLS: a service
+        /// presents its current, unrevoked certificate and sends a CSR; the
+        /// new certificate keeps the presented one's SPIFFE ID and DNS names.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        renew_listen: Option<String>,
+        /// The renewal listener's certificate chain (PEM), e.g. issued with
+        /// `ca issue --service ca --dns ca.internal`.
+        #[arg(long)]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The renewal listener's private key (PEM).
+        #[arg(long)]
+        tls_key: Option<std::path::PathBuf>,
+        /// Lifetime of renewed certificates, in hours (at most 90 days).
+        #[arg(long, default_value_t = 24)]
+        renew_ttl_hours: u64,
     },
 }

@@ -225,3 +225,96 @@ async fn serve_crl_answers_with_the_current_crl() {
     assert!(body.starts_with("-----BEGIN X509 CRL-----"), "{body}");
     assert_eq!(body, std::fs::read_to_string(dir.join("crl.pem")).unwrap());
 }
+
+/// `ca serve --renew-listen`: a service renews its certificate over mutual
+/// TLS with the service library's `CertRenewer`; a client without a
+/// certificate of this CA is refused in the handshake.
+#[tokio::test]
+async fn serve_renews_a_certificate_over_mutual_tls() {
+    use portcullis_ca::tls::ClientIdentity;
+    use portcullis_service::renew::CertRenewer;
+    use portcullis_service::tls::ClientTls;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    assert_eq!(ca(&dir, &["init", "--trust-domain", "td"]).0, 0);
+    let (server, svc) = (tmp.path().join("server"), tmp.path().join("billing"));
+    for (name, dns, out) in [
+        ("ca", "localhost", &server),
+        ("billing", "billing.svc", &svc),
+    ] {
+        let out = out.to_str().unwrap();
+        let args = ["issue", "--service", name, "--dns", dns, "--out-dir", out];
+        let (code, o, e) = ca(&dir, &args);
+        assert_eq!(code, 0, "{o}{e}");
+    }
+    let (crl_port, renew_port) = (free_port(), free_port());
+    let _child = Killed(
+        Command::new(BIN)
+            .args(["ca", "serve"])
+            .args(["--listen", &format!("127.0.0.1:{crl_port}")])
+            .args(["--renew-listen", &format!("127.0.0.1:{renew_port}")])
+            .arg("--tls-cert")
+            .arg(server.join("cert.pem"))
+            .arg("--tls-key")
+            .arg(server.join("key.pem"))
+            .args(["--renew-ttl-hours", "2", "--dir"])
+            .arg(&dir)
+            .env("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let identity = ClientIdentity {
+        cert_chain: svc.join("cert.pem"),
+        key: svc.join("key.pem"),
+    };
+    let tls = std::sync::Arc::new(
+        ClientTls::new(svc.join("ca.pem"), identity.clone(), Duration::from_secs(5)).unwrap(),
+    );
+    let renewer = CertRenewer::new(
+        format!("https://localhost:{renew_port}/v1/renew"),
+        identity,
+        tls.clone(),
+    );
+    let before = std::fs::read_to_string(svc.join("cert.pem")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match renewer.renew_now().await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("renewal never succeeded: {e}"),
+        }
+    }
+    let after = std::fs::read_to_string(svc.join("cert.pem")).unwrap();
+    assert_ne!(before, after, "a new certificate was written");
+    let leaf = portcullis_ca::tls::load_certs(&svc.join("cert.pem")).unwrap();
+    assert_eq!(
+        portcullis_ca::spiffe_id(&leaf[0]).unwrap().to_string(),
+        "spiffe://td/billing",
+        "the SPIFFE ID is the presented certificate's"
+    );
+    assert!(tls.generation() >= 1, "the client reloaded the new pair");
+    let listed = json(&ca(&dir, &["list", "-o", "json"]).1);
+    assert_eq!(
+        listed["certificates"].as_array().unwrap().len(),
+        3,
+        "{listed}"
+    );
+
+    // Without a client certificate: no TLS session, so no renewal.
+    let roots = std::fs::read(svc.join("ca.pem")).unwrap();
+    let plain = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&roots).unwrap())
+        .build()
+        .unwrap();
+    let refused = plain
+        .post(format!("https://localhost:{renew_port}/v1/renew"))
+        .body("csr")
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
