@@ -22,8 +22,11 @@ fn redis(prefix: &str) -> Redis {
     Redis::connect(c).unwrap()
 }
 
+/// Idle timeout of the stores under test.
+const IDLE: u64 = 3600;
+
 fn store(prefix: &str) -> Arc<RedisSessions> {
-    Arc::new(RedisSessions::new(redis(prefix)))
+    Arc::new(RedisSessions::new(redis(prefix), IDLE))
 }
 
 fn row(expires_at: u64) -> SessionRow {
@@ -68,28 +71,40 @@ async fn sessions_round_trip_and_are_deleted_once() {
     assert!(!s.cacheable(), "a shared store is read at every request");
 }
 
+async fn expiry(c: &mut portcullis_redis::redis::aio::ConnectionManager, name: &str) -> u64 {
+    portcullis_redis::redis::cmd("EXPIRETIME")
+        .arg(name)
+        .query_async(c)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn sessions_expire_with_redis_at_their_absolute_end() {
+async fn sessions_expire_in_redis_when_idle_or_at_their_absolute_end() {
     let prefix = unique_prefix("bffx");
     let s = store(&prefix);
     let k = [1u8; 32];
     s.create(&k, &row(now() - 1)).await.unwrap();
     assert_eq!(s.get(&k).await.unwrap(), None, "already over");
 
-    let end = now() + 3600;
-    s.create(&k, &row(end)).await.unwrap();
     let mut c = redis(&prefix).conn();
     let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
-    let at: i64 = portcullis_redis::redis::cmd("EXPIRETIME")
-        .arg(format!("{prefix}bff:s:{hex}"))
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(
-        at,
-        i64::try_from(end).unwrap(),
-        "TTL is the absolute expiry"
-    );
+    let name = format!("{prefix}bff:s:{hex}");
+    // Idle timeout first: it expires IDLE after its last use...
+    let end = now() + 10 * IDLE;
+    let r = row(end);
+    s.create(&k, &r).await.unwrap();
+    assert_eq!(expiry(&mut c, &name).await, r.last_seen + IDLE);
+    // ...which each recorded use moves on...
+    s.touch(&k, r.last_seen + 100).await.unwrap();
+    assert_eq!(expiry(&mut c, &name).await, r.last_seen + 100 + IDLE);
+    // ...never past the absolute end.
+    s.touch(&k, end - 10).await.unwrap();
+    assert_eq!(expiry(&mut c, &name).await, end);
+    // Absolute end first.
+    let r = row(now() + 60);
+    s.create(&k, &r).await.unwrap();
+    assert_eq!(expiry(&mut c, &name).await, r.expires_at);
 }
 
 #[tokio::test]

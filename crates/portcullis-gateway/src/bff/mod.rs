@@ -170,7 +170,7 @@ impl Bff {
         cfg: BffConfig,
         redis: Option<&portcullis_redis::Redis>,
     ) -> Result<Arc<Self>, BffError> {
-        let store = store::open(&cfg.session_store, redis).await?;
+        let store = store::open(&cfg.session_store, redis, cfg.session_idle).await?;
         let cache = store.cacheable();
         let redis = (cfg.session_store == store::REDIS)
             .then(|| redis.map(|r| r.config().clone()))

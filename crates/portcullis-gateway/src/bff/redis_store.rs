@@ -1,9 +1,10 @@
 //! The Redis back-end of [`SessionStore`], for several gateway replicas
 //! (`[bff] session_store = "redis"`, using the gateway's `[redis]`).
 //!
-//! - A session is one hash under `{prefix}bff:s:<hex sha256(cookie)>` whose
-//!   TTL is the session's absolute expiry (`EXPIREAT`); the idle timeout is
-//!   checked on every read by the BFF, as with SQLite.
+//! - A session is one hash under `{prefix}bff:s:<hex sha256(cookie)>` that
+//!   expires (`EXPIREAT`) at its absolute end or after the idle timeout from
+//!   its last recorded use, whichever comes first (so idle sessions leave
+//!   Redis too); the BFF also checks both on every read, as with SQLite.
 //! - A pending login is one JSON string under `{prefix}bff:l:<hex>` with its
 //!   own expiry, taken with `GETDEL` (single use across replicas).
 //! - `update_tokens` is a compare-and-swap on the `version` field in a Lua
@@ -33,10 +34,15 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 ";
 
-/// Records use of a session that still exists.
+/// Records use of a session that still exists and moves its expiry to
+/// `ARGV[2]` (last use + idle timeout), never past its absolute end.
 const TOUCH: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'last_seen', ARGV[1])
+  local at = tonumber(ARGV[2])
+  local ends = tonumber(redis.call('HGET', KEYS[1], 'expires_at'))
+  if ends and ends < at then at = ends end
+  redis.call('EXPIREAT', KEYS[1], at)
 end
 return 0
 ";
@@ -54,16 +60,20 @@ struct StoredLogin {
 /// Sessions and pending logins in Redis.
 pub struct RedisSessions {
     redis: Redis,
+    /// The idle timeout, seconds.
+    idle: u64,
     feature: Feature,
     update: redis::Script,
     touch: redis::Script,
 }
 
 impl RedisSessions {
-    /// Uses `redis` (nothing is sent until the first call).
-    pub fn new(redis: Redis) -> Self {
+    /// Uses `redis` (nothing is sent until the first call); sessions unused
+    /// for `idle` seconds expire.
+    pub fn new(redis: Redis, idle: u64) -> Self {
         Self {
             redis,
+            idle,
             feature: Feature::new("bff_sessions"),
             update: redis::Script::new(UPDATE_TOKENS),
             touch: redis::Script::new(TOUCH),
@@ -207,7 +217,11 @@ impl SessionStore for RedisSessions {
             .ignore()
             .cmd("EXPIREAT")
             .arg(&k)
-            .arg(s.expires_at.max(1))
+            .arg(
+                s.expires_at
+                    .min(s.last_seen.saturating_add(self.idle))
+                    .max(1),
+            )
             .ignore()
             .query_async(&mut c)
             .await;
@@ -250,6 +264,7 @@ impl SessionStore for RedisSessions {
             .touch
             .key(self.session_key(key))
             .arg(now.to_string())
+            .arg(now.saturating_add(self.idle).to_string())
             .invoke_async(&mut c)
             .await;
         self.record(r).map(|_| ())

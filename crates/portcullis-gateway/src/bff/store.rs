@@ -110,15 +110,17 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// Opens the store named by `url`: a `sqlite:` URL, or `redis` for the
-/// gateway's `redis`.
+/// gateway's `redis` (where sessions unused for `idle` seconds expire).
 pub async fn open(
     url: &str,
     redis: Option<&portcullis_redis::Redis>,
+    idle: u64,
 ) -> Result<std::sync::Arc<dyn SessionStore>, SessionStoreError> {
     if url == REDIS {
         let redis = redis.ok_or(SessionStoreError::NoRedis)?;
         Ok(std::sync::Arc::new(super::redis_store::RedisSessions::new(
             redis.clone(),
+            idle,
         )))
     } else if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteSessions::open(url).await?))
