@@ -85,6 +85,19 @@ impl Env {
             .unwrap()
     }
 
+    /// Makes the `bff` client's access tokens live 60 s.
+    async fn access_tokens_live_60s(&self) {
+        let r = self
+            .iam
+            .admin_call(
+                Method::PATCH,
+                "/admin/clients/bff",
+                Some(json!({"access_token_ttl_secs": 60})),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
     /// The session's CSRF token, from `/auth/session`.
     async fn csrf(&self, b: &mut Browser) -> String {
         let s = b.get(&self.url("/auth/session")).await;
@@ -482,15 +495,7 @@ async fn the_access_token_is_refreshed_once_under_concurrency_and_a_refused_refr
     // Access tokens live 60 s and are refreshed 57 s before they expire: a
     // token is due for refresh 3 s after it was issued.
     let e = env(|b| b.refresh_before_secs = Some(57)).await;
-    let r = e
-        .iam
-        .admin_call(
-            Method::PATCH,
-            "/admin/clients/bff",
-            Some(json!({"access_token_ttl_secs": 60})),
-        )
-        .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    e.access_tokens_live_60s().await;
     let mut b = Browser::new();
     let first = bearer(&upstream_saw(&e.login(&mut b, "/api/one").await));
     let again = bearer(&upstream_saw(&b.get(&e.url("/api/two")).await));
@@ -840,4 +845,52 @@ fn session_store_redis_needs_a_redis_table() {
     let err = raw.validate(&|_| None).unwrap_err().to_string();
     assert!(err.contains("bff.session_store"), "{err}");
     assert!(err.contains("[redis]"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_refreshing_one_session_at_once_agree_on_one_set_of_tokens() {
+    // Access tokens live 60 s and are due for refresh 3 s after issue.
+    let (e, _) = redis_env(&portcullis_test_support::redis_url()).await;
+    let e = Env {
+        raw: {
+            let mut raw = e.raw.clone();
+            if let Some(b) = raw.bff.as_mut() {
+                b.refresh_before_secs = Some(57);
+            }
+            raw
+        },
+        ..e
+    };
+    let (gw_b, base_b) = e.replica().await;
+    e.access_tokens_live_60s().await;
+    let mut b = Browser::new();
+    let first = bearer(&upstream_saw(&e.login(&mut b, "/api/one").await));
+    let (gw_a, base_a) = e.replica().await;
+
+    // A burst at two gateways (both with refresh_before 57 s) once the
+    // token is due: each may refresh, the store's compare-and-swap keeps one
+    // result, and afterwards both forward the same token.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let cookie = format!("portcullis_bff={}", b.cookies["portcullis_bff"]);
+    let http = portcullis_test_support::http_client();
+    let calls = (0..8).map(|i| {
+        let base = if i % 2 == 0 { &base_a } else { &base_b };
+        let r = http
+            .get(format!("{base}/api/burst"))
+            .header("cookie", &cookie)
+            .send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap() }
+    });
+    let seen: Vec<Value> = futures_join(calls).await;
+    let burst: std::collections::BTreeSet<String> = seen.iter().map(bearer).collect();
+    assert!(!burst.contains(&first), "the burst got refreshed tokens");
+    assert!(
+        burst.len() <= 2,
+        "at most one refresh per gateway: {burst:?}"
+    );
+    let at_a = bearer(&upstream_saw(&b.get(&format!("{base_a}/api/x")).await));
+    let at_b = bearer(&upstream_saw(&b.get(&format!("{base_b}/api/x")).await));
+    assert_eq!(at_a, at_b, "both gateways use the stored tokens");
+    assert!(burst.contains(&at_a));
+    drop((gw_a, gw_b));
 }
