@@ -177,3 +177,23 @@ async fn a_pending_login_is_taken_once() {
     replicas[1].put_login(&k, &old).await.unwrap();
     assert_eq!(replicas[0].take_login(&k).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn one_gateway_at_a_time_holds_a_sessions_refresh_lock() {
+    let prefix = unique_prefix("bffr");
+    let (a, b) = (store(&prefix), store(&prefix));
+    let k = [5u8; 32];
+    let ttl = std::time::Duration::from_secs(10);
+    assert!(a.lock_refresh(&k, ttl).await.unwrap());
+    assert!(!b.lock_refresh(&k, ttl).await.unwrap());
+    assert!(!a.lock_refresh(&k, ttl).await.unwrap(), "not re-entrant");
+    assert!(
+        b.lock_refresh(&[6u8; 32], ttl).await.unwrap(),
+        "per session"
+    );
+    // Only the holder releases it.
+    b.unlock_refresh(&k).await.unwrap();
+    assert!(!b.lock_refresh(&k, ttl).await.unwrap());
+    a.unlock_refresh(&k).await.unwrap();
+    assert!(b.lock_refresh(&k, ttl).await.unwrap());
+}

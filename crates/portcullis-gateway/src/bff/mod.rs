@@ -44,6 +44,12 @@ const LOGIN_TTL: u64 = 600;
 /// request instead (one `HGETALL`), so a logout at one gateway is refused
 /// at the others at once.
 const SESSION_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long one gateway may hold a session's cluster-wide refresh lock.
+const REFRESH_LOCK: Duration = Duration::from_secs(10);
+/// Another gateway's refresh is awaited this often...
+const REFRESH_WAIT: Duration = Duration::from_millis(100);
+/// ...this many times (a little longer than [`REFRESH_LOCK`]).
+const REFRESH_WAIT_ROUNDS: u32 = 110;
 /// `last_seen` is written at most this often (half the idle timeout if
 /// that is shorter).
 const TOUCH_EVERY: u64 = 60;
@@ -725,6 +731,42 @@ impl Bff {
         if live.row.version != seen {
             return Ok(live);
         }
+        // Across gateways sharing the store: one refreshes, the others wait
+        // for its result (a provider may take two uses of one refresh token
+        // for a replay).
+        let mut held = false;
+        for _ in 0..REFRESH_WAIT_ROUNDS {
+            match self.store.lock_refresh(key, REFRESH_LOCK).await {
+                Ok(true) => {
+                    held = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "bff: cannot take the refresh lock");
+                    return Err(AuthnError::Unavailable);
+                }
+            }
+            tokio::time::sleep(REFRESH_WAIT).await;
+            let Some(l) = self.load(key).await? else {
+                return Err(session_ended());
+            };
+            if l.row.version != seen {
+                return Ok(l);
+            }
+        }
+        if !held {
+            return Err(AuthnError::Unavailable);
+        }
+        let done = self.refresh_held(key, live).await;
+        if let Err(e) = self.store.unlock_refresh(key).await {
+            tracing::warn!(error = %e, "bff: cannot release the refresh lock (it expires)");
+        }
+        done
+    }
+
+    /// [`Self::refresh`] once this gateway holds the session's refresh lock.
+    async fn refresh_held(&self, key: &[u8; 32], live: Arc<Live>) -> Result<Arc<Live>, AuthnError> {
         let Some(refresh) = live.tokens.refresh.clone() else {
             self.end(key).await;
             return Err(session_ended());

@@ -9,6 +9,9 @@
 //!   own expiry, taken with `GETDEL` (single use across replicas).
 //! - `update_tokens` is a compare-and-swap on the `version` field in a Lua
 //!   script, so of two replicas refreshing at once exactly one wins.
+//! - A session's token refresh is locked across gateways under
+//!   `{prefix}bff:r:<hex>` (`SET NX PX`, released only by its holder), so a
+//!   refresh token is used once however many gateways find it due.
 //! - `touch` only writes a session that still exists (a late touch never
 //!   resurrects a logged-out session without a TTL).
 //! - `purge` does nothing: Redis expires the keys.
@@ -47,6 +50,12 @@ end
 return 0
 ";
 
+/// Releases a refresh lock if this store still holds it.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// A pending login as stored (the verifier is already sealed).
 #[derive(Serialize, Deserialize)]
 struct StoredLogin {
@@ -65,6 +74,9 @@ pub struct RedisSessions {
     feature: Feature,
     update: redis::Script,
     touch: redis::Script,
+    unlock: redis::Script,
+    /// This store's name in refresh locks.
+    owner: String,
 }
 
 impl RedisSessions {
@@ -77,7 +89,14 @@ impl RedisSessions {
             feature: Feature::new("bff_sessions"),
             update: redis::Script::new(UPDATE_TOKENS),
             touch: redis::Script::new(TOUCH),
+            unlock: redis::Script::new(UNLOCK),
+            owner: portcullis_core::crypto::random_token(16)
+                .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
         }
+    }
+
+    fn lock_key(&self, key: &[u8; 32]) -> String {
+        self.redis.key(&format!("bff:r:{}", hex(key)))
     }
 
     fn session_key(&self, key: &[u8; 32]) -> String {
@@ -282,5 +301,34 @@ impl SessionStore for RedisSessions {
 
     fn cacheable(&self) -> bool {
         false
+    }
+
+    async fn lock_refresh(
+        &self,
+        key: &[u8; 32],
+        ttl: std::time::Duration,
+    ) -> Result<bool, SessionStoreError> {
+        let mut c = self.redis.conn();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(self.lock_key(key))
+            .arg(&self.owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut c)
+            .await;
+        Ok(self.record(r)?.is_some())
+    }
+
+    async fn unlock_refresh(&self, key: &[u8; 32]) -> Result<(), SessionStoreError> {
+        let mut c = self.redis.conn();
+        let r: redis::RedisResult<i64> = self
+            .unlock
+            .key(self.lock_key(key))
+            .arg(&self.owner)
+            .invoke_async(&mut c)
+            .await;
+        self.record(r).map(|_| ())
     }
 }

@@ -107,6 +107,20 @@ pub trait SessionStore: Send + Sync + 'static {
     fn cacheable(&self) -> bool {
         true
     }
+    /// Takes the right to refresh session `key`'s tokens for `ttl`, across
+    /// every gateway on this store; false while another holds it. A store
+    /// of one gateway needs no such lock (the BFF's own lock suffices).
+    async fn lock_refresh(
+        &self,
+        _key: &[u8; 32],
+        _ttl: std::time::Duration,
+    ) -> Result<bool, SessionStoreError> {
+        Ok(true)
+    }
+    /// Gives back what [`Self::lock_refresh`] took.
+    async fn unlock_refresh(&self, _key: &[u8; 32]) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
 }
 
 /// Opens the store named by `url`: a `sqlite:` URL, or `redis` for the
