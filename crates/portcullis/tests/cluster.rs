@@ -91,6 +91,25 @@ async fn token(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> re
         .unwrap()
 }
 
+/// RFC 7662 introspection of `token` at `base`, as client `id`.
+async fn introspect(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    secret: &str,
+    token: &str,
+) -> Value {
+    http.post(format!("{base}/oauth2/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn create_client(http: &reqwest::Client, admin: &str, id: &str) -> String {
     let v: Value = http
         .post(format!("{admin}/admin/clients"))
@@ -194,16 +213,7 @@ async fn two_iam_replicas_and_two_gateways_on_one_postgres_and_one_redis() {
         .await
         .unwrap();
     let at = t["access_token"].as_str().unwrap().to_owned();
-    let intro: Value = http
-        .post(format!("{}/oauth2/introspect", base(0)))
-        .basic_auth("svc", Some(&secret))
-        .form(&[("token", at.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let intro: Value = introspect(&http, &base(0), "svc", &secret, &at).await;
     assert_eq!(intro["active"], true, "{intro}");
     for n in 0..2 {
         let r = http
@@ -248,16 +258,7 @@ async fn two_iam_replicas_and_two_gateways_on_one_postgres_and_one_redis() {
         "revocation refused at both gateways after {:?}",
         revoked_at.elapsed()
     );
-    let intro: Value = http
-        .post(format!("{}/oauth2/introspect", base(0)))
-        .basic_auth("svc", Some(&secret))
-        .form(&[("token", at.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let intro: Value = introspect(&http, &base(0), "svc", &secret, &at).await;
     assert_eq!(intro["active"], false, "revoked at B, inactive at A");
 
     // One limit shared by both gateways.
