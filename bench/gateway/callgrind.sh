@@ -17,6 +17,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 BIN="${BENCH_BIN:-$ROOT/target/release/portcullis}"
+FLOOR="${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}"
+FLOOR_PORT=18160
 REQUESTS="${BENCH_REQUESTS:-3000}"
 WORKDIR="${BENCH_WORKDIR:-/tmp/gwcallgrind}"
 UP_PORT=18190; PROXY_PORT=18170; GW_PORT=18180; GW_ADMIN_PORT=18181
@@ -24,7 +26,10 @@ UP_PORT=18190; PROXY_PORT=18170; GW_PORT=18180; GW_ADMIN_PORT=18181
 command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install valgrind" >&2; exit 1; }
 command -v nginx >/dev/null || apt-get install -y nginx >/dev/null
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-[ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p portcullis >&2
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --locked -p portcullis >&2
+  cargo build --release --locked -p portcullis-gateway --example hyper_floor >&2
+fi
 
 rm -rf "$WORKDIR"; mkdir -p "$WORKDIR/up" "$WORKDIR/px"
 PIDS=()
@@ -126,6 +131,8 @@ measure() {
 echo "instructions per request (callgrind), keep-alive, 8 connections:"
 measure nginx-proxy "http://127.0.0.1:$PROXY_PORT/open" "x-api-key: $API_KEY" -- \
   nginx -p "$WORKDIR/px" -c "$WORKDIR/px/nginx.conf" -e "$WORKDIR/px/error.log"
+measure hyper-floor "http://127.0.0.1:$FLOOR_PORT/open" "x-api-key: $API_KEY" -- \
+  "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" 1
 measure gateway-open "http://127.0.0.1:$GW_PORT/open" "x-api-key: $API_KEY" -- \
   "$BIN" --log warn gateway serve --config "$WORKDIR/gateway.toml"
 measure gateway-apikey "http://127.0.0.1:$GW_PORT/key" "x-api-key: $API_KEY" -- \

@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub listen: Option<String>,
     /// Admin listener: health, metrics, the gateway's JWKS.
     pub admin_listen: Option<String>,
+    /// Proxy worker threads, each with its own event loop and its own
+    /// `SO_REUSEPORT` socket on `listen`; default: one per CPU.
+    pub workers: Option<usize>,
     /// `iss` of internal tokens; default `http://` + admin_listen.
     pub issuer: Option<String>,
     /// PKCS#8 PEM file of the internal-token signing key (created if missing).
@@ -344,6 +347,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// Proxy worker threads (at least 1).
+    pub workers: usize,
     /// Internal token issuer.
     pub issuer: Option<String>,
     /// Signing key file.
@@ -1030,10 +1035,16 @@ impl RawConfig {
                 ),
             ));
         }
+        let workers = match self.workers {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n @ 1..=1024) => n,
+            Some(n) => return Err(err("workers", format!("{n} is not in 1..=1024"))),
+        };
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         Ok(Config {
             listen,
             admin_listen,
+            workers,
             issuer: self.issuer,
             signing_key_file: self.signing_key_file,
             internal_token_ttl: self.internal_token_ttl_secs.unwrap_or(60),

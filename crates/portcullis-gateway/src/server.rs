@@ -221,17 +221,19 @@ pub async fn start(
 ) -> Result<RunningGateway, GatewayError> {
     // Install the recorder now, so requests before the first scrape count.
     portcullis_core::telemetry::prometheus();
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| GatewayError::Bind { addr, source })
-    };
-    let listener = bind(config.listen).await?;
-    let admin = bind(config.admin_listen).await?;
-    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listeners = bind_workers(config.listen, config.workers)?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let admin_addr = admin.local_addr().map_err(|source| GatewayError::Bind {
         addr: config.admin_listen,
         source,
@@ -254,14 +256,40 @@ pub async fn start(
     let current = Arc::new(ArcSwap::from_pointee(rt));
     let (tx, rx) = watch::channel(false);
 
-    let proxy_task = tokio::spawn(accept_loop(
-        listener,
-        tls,
-        current.clone(),
-        rx.clone(),
-        header_timeout,
-        max_header,
-    ));
+    let mut drained = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let (tls, current, rx) = (tls.clone(), current.clone(), rx.clone());
+        std::thread::Builder::new()
+            .name(format!("gateway-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "gateway worker: no event loop");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => accept_loop(l, tls, current, rx, header_timeout, max_header).await,
+                        Err(e) => tracing::error!(error = %e, "gateway worker: listener"),
+                    }
+                });
+                let _ = done.send(());
+            })
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        drained.push(finished);
+    }
+    // Resolves when every worker has drained its connections.
+    let proxy_task = tokio::spawn(async move {
+        for d in drained {
+            let _ = d.await;
+        }
+    });
     let admin_app = crate::admin::router(current.clone());
     let mut arx = rx.clone();
     let admin_task = tokio::spawn(async move {
@@ -284,6 +312,43 @@ pub async fn start(
         tasks: vec![proxy_task, admin_task],
         watchers,
     })
+}
+
+/// Binds `workers` listening sockets on `addr` with `SO_REUSEPORT` (one per
+/// worker: the kernel spreads new connections over them, and a connection
+/// is served start to end on the thread that accepted it, its upstream
+/// connections too: no hand-off between threads per request). A port of 0
+/// is resolved by the first bind and reused by the others.
+fn bind_workers(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, GatewayError> {
+    let bind = |at: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        #[cfg(unix)]
+        if workers > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    let fail = |source| GatewayError::Bind { addr, source };
+    let first = bind(addr).map_err(fail)?;
+    let at = first.local_addr().map_err(fail)?;
+    let mut all = vec![first];
+    // Without SO_REUSEPORT a second socket could not bind: one worker.
+    let workers = if cfg!(unix) { workers } else { 1 };
+    for _ in 1..workers {
+        all.push(bind(at).map_err(fail)?);
+    }
+    Ok(all)
 }
 
 async fn accept_loop(
@@ -369,5 +434,62 @@ async fn serve_connection<IO>(
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_socket_shares_the_port_and_gets_connections() {
+        let listeners = bind_workers("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+        assert_eq!(listeners.len(), 4);
+        let port = listeners[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for l in &listeners {
+            assert_eq!(l.local_addr().unwrap().port(), port);
+        }
+        // The kernel spreads new connections over the sockets by their
+        // address hash: with 64 connections, each of 4 gets some (a miss
+        // has a probability of about 4 × (3/4)^64 ≈ 4e-8).
+        let clients: Vec<_> = (0..64)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut accepted = 0;
+        for l in &listeners {
+            let mut n = 0;
+            while l.accept().is_ok() {
+                n += 1;
+            }
+            assert!(n > 0, "a worker's socket got no connection");
+            accepted += n;
+        }
+        assert_eq!(accepted, clients.len());
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_with_its_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = bind_workers(addr, 2).unwrap_err();
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn workers_default_to_the_cpus_and_zero_is_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            RawConfig::default().validate(&|_| None).unwrap().workers,
+            cpus
+        );
+        let raw = |w| RawConfig {
+            workers: Some(w),
+            ..Default::default()
+        };
+        assert_eq!(raw(3).validate(&|_| None).unwrap().workers, 3);
+        let e = raw(0).validate(&|_| None).unwrap_err().to_string();
+        assert!(e.contains("workers"), "{e}");
     }
 }
