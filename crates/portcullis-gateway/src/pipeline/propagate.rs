@@ -6,12 +6,16 @@ use super::authn::Identity;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_core::jose::SigningKey;
 use serde_json::json;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Mints internal tokens, caching each per (inbound credential, upstream)
 /// for half its lifetime so steady traffic does not pay a signature per request.
 pub struct Minter {
+    /// Tells this minter's tokens apart in the per-thread caches (a reload
+    /// builds a new minter, maybe with another issuer or lifetime).
+    id: u64,
     key: Arc<SigningKey>,
     issuer: String,
     ttl: u64,
@@ -21,6 +25,19 @@ pub struct Minter {
 /// (inbound credential digest, upstream name).
 type TokenKey = ([u8; 32], Arc<str>);
 
+static NEXT_MINTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Per-thread entries at most; the map is emptied when full.
+const RECENT_MAX: usize = 1024;
+
+thread_local! {
+    /// Each worker thread's recently used internal tokens, in front of the
+    /// shared cache: a worker serves a connection's every request, so a
+    /// steady caller is answered here without touching the shared cache.
+    static RECENT: std::cell::RefCell<HashMap<(u64, TokenKey), (HeaderValue, u64)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 impl Minter {
     /// A minter signing with `key` as `issuer`.
     pub fn new(key: Arc<SigningKey>, issuer: String, ttl: u64) -> Self {
@@ -29,6 +46,7 @@ impl Minter {
             .time_to_live(std::time::Duration::from_secs((ttl / 2).max(1)))
             .build();
         Self {
+            id: NEXT_MINTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             key,
             issuer,
             ttl,
@@ -49,10 +67,29 @@ impl Minter {
     /// An internal token for `who` to `audience` (the upstream's name), as
     /// the ready `Authorization: Bearer …` value (cloning it is a refcount).
     pub fn token(&self, who: &Identity, audience: &Arc<str>, now: u64) -> Option<HeaderValue> {
-        let key = (who.credential_digest, audience.clone());
-        if let Some((t, exp)) = self.cache.get(&key)
-            && now + self.ttl / 2 < exp
+        let key = (self.id, (who.credential_digest, audience.clone()));
+        // Still fresh: more than half its lifetime left.
+        let fresh = |exp: u64| now + self.ttl / 2 < exp;
+        let recent = RECENT.with_borrow(|r| {
+            r.get(&key)
+                .filter(|(_, exp)| fresh(*exp))
+                .map(|(t, _)| t.clone())
+        });
+        if recent.is_some() {
+            return recent;
+        }
+        let remember = |t: &HeaderValue, exp: u64| {
+            RECENT.with_borrow_mut(|r| {
+                if r.len() >= RECENT_MAX {
+                    r.clear();
+                }
+                r.insert(key.clone(), (t.clone(), exp));
+            });
+        };
+        if let Some((t, exp)) = self.cache.get(&key.1)
+            && fresh(exp)
         {
+            remember(&t, exp);
             return Some(t);
         }
         // Never outlive the inbound credential.
@@ -80,7 +117,8 @@ impl Minter {
         let t = self.key.sign_access_token(&claims).ok()?;
         let mut t = HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
         t.set_sensitive(true);
-        self.cache.insert(key, (t.clone(), exp));
+        remember(&t, exp);
+        self.cache.insert(key.1.clone(), (t.clone(), exp));
         Some(t)
     }
 }
