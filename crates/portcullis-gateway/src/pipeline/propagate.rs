@@ -11,7 +11,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Mints internal tokens, caching each per (inbound credential, upstream)
-/// for half its lifetime so steady traffic does not pay a signature per request.
+/// for half the configured lifetime so steady traffic does not pay a
+/// signature per request.
+///
+/// A token is reused until `ttl / 2` after it was minted, whatever its own
+/// `exp`: one capped by a soon-expiring inbound credential could not be
+/// re-minted to live longer anyway, and the inbound credential is checked
+/// on every request before its token is looked up. (Re-minting whenever
+/// less than half the lifetime was left signed on *every* request in an
+/// inbound token's last `ttl / 2` seconds.)
 pub struct Minter {
     /// Tells this minter's tokens apart in the per-thread caches (a reload
     /// builds a new minter, maybe with another issuer or lifetime).
@@ -68,28 +76,28 @@ impl Minter {
     /// the ready `Authorization: Bearer …` value (cloning it is a refcount).
     pub fn token(&self, who: &Identity, audience: &Arc<str>, now: u64) -> Option<HeaderValue> {
         let key = (self.id, (who.credential_digest, audience.clone()));
-        // Still fresh: more than half its lifetime left.
-        let fresh = |exp: u64| now + self.ttl / 2 < exp;
+        // Cached values are (token, when to mint a new one).
+        let fresh = |renew_at: u64| now < renew_at;
         let recent = RECENT.with_borrow(|r| {
             r.get(&key)
-                .filter(|(_, exp)| fresh(*exp))
+                .filter(|(_, renew_at)| fresh(*renew_at))
                 .map(|(t, _)| t.clone())
         });
         if recent.is_some() {
             return recent;
         }
-        let remember = |t: &HeaderValue, exp: u64| {
+        let remember = |t: &HeaderValue, renew_at: u64| {
             RECENT.with_borrow_mut(|r| {
                 if r.len() >= RECENT_MAX {
                     r.clear();
                 }
-                r.insert(key.clone(), (t.clone(), exp));
+                r.insert(key.clone(), (t.clone(), renew_at));
             });
         };
-        if let Some((t, exp)) = self.cache.get(&key.1)
-            && fresh(exp)
+        if let Some((t, renew_at)) = self.cache.get(&key.1)
+            && fresh(renew_at)
         {
-            remember(&t, exp);
+            remember(&t, renew_at);
             return Some(t);
         }
         // Never outlive the inbound credential.
@@ -117,8 +125,9 @@ impl Minter {
         let t = self.key.sign_access_token(&claims).ok()?;
         let mut t = HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
         t.set_sensitive(true);
-        remember(&t, exp);
-        self.cache.insert(key.1.clone(), (t.clone(), exp));
+        let renew_at = now + (self.ttl / 2).max(1);
+        remember(&t, renew_at);
+        self.cache.insert(key.1.clone(), (t.clone(), renew_at));
         Some(t)
     }
 }
@@ -267,6 +276,46 @@ mod tests {
         for h in ["traceparent", "content-type", "x-request-id", "accept"] {
             assert!(!stripped(h, &extra), "{h}");
         }
+    }
+
+    fn identity(digest: u8, expires_at: Option<u64>) -> Identity {
+        Identity {
+            subject: "alice".into(),
+            consumer: None,
+            client_id: Some("app".into()),
+            scopes: vec!["read".into()],
+            roles: Vec::new(),
+            method: "jwt",
+            token_jti: None,
+            expires_at,
+            credential_digest: [digest; 32],
+            bearer: None,
+            actors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_internal_token_is_reused_for_half_the_lifetime_even_when_capped() {
+        let key =
+            Arc::new(SigningKey::generate(portcullis_core::jose::SigningAlgorithm::Es256).unwrap());
+        let m = Minter::new(key, "https://gw".into(), 60);
+        let aud: Arc<str> = Arc::from("orders");
+        let now = 1_800_000_000;
+        // A long-lived inbound token: reused for 30 s, then a new one.
+        let long = identity(1, Some(now + 3600));
+        let t0 = m.token(&long, &aud, now).unwrap();
+        assert_eq!(m.token(&long, &aud, now + 29).unwrap(), t0);
+        assert_ne!(m.token(&long, &aud, now + 30).unwrap(), t0);
+        // An inbound token with 10 s left caps the internal token's exp; it
+        // is still reused (it was re-signed on every request before).
+        let short = identity(2, Some(now + 10));
+        let s0 = m.token(&short, &aud, now).unwrap();
+        assert_ne!(s0, t0);
+        assert_eq!(m.token(&short, &aud, now + 1).unwrap(), s0);
+        assert_eq!(m.token(&short, &aud, now + 9).unwrap(), s0);
+        // Another audience is another token.
+        let other: Arc<str> = Arc::from("billing");
+        assert_ne!(m.token(&short, &other, now + 1).unwrap(), s0);
     }
 
     #[test]
