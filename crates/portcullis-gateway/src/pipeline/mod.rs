@@ -72,13 +72,18 @@ async fn run(
         log.route = "bff";
         return Ok(bff.endpoint(&parts, &path).await);
     }
-    let host = parts
+    // The Host header (a reference-counted copy, forwarded again as
+    // X-Forwarded-Host), else the authority of an absolute or HTTP/2 URI.
+    let host_header = parts
         .headers
         .get(http::header::HOST)
+        .filter(|h| h.to_str().is_ok())
+        .cloned();
+    let host = host_header
+        .as_ref()
         .and_then(|h| h.to_str().ok())
-        .or(parts.uri.host())
-        .map(str::to_owned);
-    let r = match route::find(&rt.routes, host.as_deref(), &path, &parts.method) {
+        .or(parts.uri.host());
+    let r = match route::find(&rt.routes, host, &path, &parts.method) {
         route::Match::Found(r) => r,
         route::Match::MethodNotAllowed(allowed) => return Err(Reject::MethodNotAllowed(allowed)),
         route::Match::NotFound => return Err(Reject::NotFound),
@@ -119,11 +124,14 @@ async fn run(
         // The browser's cookies are for the gateway, never for upstreams.
         parts.headers.remove(http::header::COOKIE);
     }
+    let forwarded_host = host_header
+        .clone()
+        .or_else(|| host.and_then(|h| http::HeaderValue::from_str(h).ok()));
     propagate::rewrite(
         &mut parts.headers,
         &rt.config.identity_headers,
         client_ip,
-        host.as_deref(),
+        forwarded_host,
         token.as_ref(),
     );
     if let Some(header) = api_key_header(c) {

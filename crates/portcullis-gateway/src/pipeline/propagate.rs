@@ -183,7 +183,7 @@ pub fn rewrite(
     headers: &mut HeaderMap,
     extra_stripped: &[String],
     client_ip: IpAddr,
-    host: Option<&str>,
+    forwarded_host: Option<HeaderValue>,
     token: Option<&HeaderValue>,
 ) {
     // With no internal token (a pass-through route) the client's own
@@ -202,7 +202,7 @@ pub fn rewrite(
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(h) = forwarded_host {
         headers.insert(&X_FORWARDED_HOST, h);
     }
     if let Some(t) = token {

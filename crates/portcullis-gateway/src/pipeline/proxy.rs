@@ -98,22 +98,33 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// [`HOP_BY_HOP`] as strings.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
 fn remove_connection_named(h: &mut HeaderMap) {
-    // Names other than the hop-by-hop ones (removed anyway), usually none.
-    let named: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| {
-            !n.is_empty()
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(n))
-        })
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
+    // Names other than the hop-by-hop ones (removed anyway): usually none
+    // (`Connection: keep-alive`), and then nothing is allocated.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(http::header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for n in v.split(',').map(str::trim) {
+            if n.is_empty() || HOP_BY_HOP_NAMES.iter().any(|h| h.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(n.as_bytes()) {
+                named.push(n);
+            }
+        }
+    }
     for n in named {
         h.remove(n);
     }
@@ -336,5 +347,18 @@ mod tests {
         h.insert("accept", "*/*".parse().unwrap());
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+
+        // The common upstream answer: nothing but the hop-by-hop header goes.
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Keep-Alive".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+
+        for (name, s) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_NAMES) {
+            assert_eq!(name.as_str(), s);
+            assert_eq!(hop_by_hop_index(name).map(|i| HOP_BY_HOP_NAMES[i]), Some(s));
+        }
     }
 }

@@ -164,19 +164,20 @@ pub fn find<'a>(
     path: &str,
     method: &http::Method,
 ) -> Match<'a> {
+    // Without its port and trailing dots; compared ignoring case (route
+    // hosts are lower-cased by the config).
     let host = host.map(|h| {
-        let h = h
-            .rsplit_once(':')
+        h.rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(h, |(h, _)| h);
-        h.trim_end_matches('.').to_ascii_lowercase()
+            .map_or(h, |(h, _)| h)
+            .trim_end_matches('.')
     });
     let mut allowed = Vec::new();
     for r in routes {
         let host_ok = r
             .host
             .as_deref()
-            .is_none_or(|want| host.as_deref() == Some(want));
+            .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
         if !host_ok || !under(path, &r.prefix) {
             continue;
         }
@@ -253,6 +254,49 @@ mod tests {
             assert_eq!(normalize_full(p).as_deref(), Ok(p));
         }
         assert!(taken > 100, "the fast path took only {taken} paths");
+    }
+
+    #[test]
+    fn hosts_match_ignoring_case_port_and_trailing_dot() {
+        let route = |name: &str, host: Option<&str>| Route {
+            name: name.into(),
+            host: host.map(str::to_owned),
+            prefix: "/orders".into(),
+            methods: Vec::new(),
+            upstream: "u".into(),
+            auth: Vec::new(),
+            require_scopes: Vec::new(),
+            require_roles: Vec::new(),
+            rate_limit: None,
+            cluster_lease: None,
+            strip_prefix: false,
+            forward_credentials: false,
+            policy: None,
+        };
+        let routes = [route("api", Some("api.example.com")), route("any", None)];
+        let found = |host: Option<&str>| match find(&routes, host, "/orders/1", &http::Method::GET)
+        {
+            Match::Found(r) => r.name.clone(),
+            _ => "none".into(),
+        };
+        for h in [
+            "api.example.com",
+            "API.Example.COM",
+            "api.example.com:8443",
+            "api.example.com.",
+            "Api.Example.Com.:80",
+        ] {
+            assert_eq!(found(Some(h)), "api", "{h}");
+        }
+        for h in [
+            "other.example.com",
+            "api.example.com.evil",
+            "xapi.example.com",
+            "api.example.co",
+        ] {
+            assert_eq!(found(Some(h)), "any", "{h}");
+        }
+        assert_eq!(found(None), "any");
     }
 
     #[test]
