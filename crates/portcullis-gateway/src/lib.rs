@@ -20,4 +20,4 @@ pub mod server;
 pub mod tls;
 pub mod upstream;
 
-pub use server::{GatewayError, RunningGateway, load, start};
+pub use server::{GatewayError, Reloaded, RunningGateway, load, start};

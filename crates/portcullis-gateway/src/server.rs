@@ -150,18 +150,94 @@ pub struct RunningGateway {
     key: Arc<SigningKey>,
     config_path: Option<PathBuf>,
     overlay: Arc<dyn Fn(&mut RawConfig) + Send + Sync>,
+    /// What was read once, at start.
+    started: StartOnly,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Reloading of the listener's TLS files.
     watchers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The settings a gateway reads once, when it starts: listeners, threads,
+/// the internal tokens' issuer and key, hyper's header timeout and read
+/// buffer, the `[tls]` file paths. A reload applies everything else and
+/// names these if the new file changes them.
+#[derive(Debug, Clone, PartialEq)]
+struct StartOnly {
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    workers: usize,
+    issuer: Option<String>,
+    signing_key_file: Option<String>,
+    header_timeout: Duration,
+    max_header_bytes: usize,
+    tls: Option<crate::config::ListenerTls>,
+}
+
+impl StartOnly {
+    fn of(c: &Config) -> Self {
+        Self {
+            listen: c.listen,
+            admin_listen: c.admin_listen,
+            workers: c.workers,
+            issuer: c.issuer.clone(),
+            signing_key_file: c.signing_key_file.clone(),
+            header_timeout: c.header_timeout,
+            max_header_bytes: c.max_header_bytes,
+            tls: c.tls.clone(),
+        }
+    }
+
+    /// The keys whose value in `new` differs from this one.
+    fn changed_in(&self, new: &StartOnly) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |differs: bool, key: &'static str| {
+            if differs {
+                keys.push(key);
+            }
+        };
+        check(self.listen != new.listen, "listen");
+        check(self.admin_listen != new.admin_listen, "admin_listen");
+        check(self.workers != new.workers, "workers");
+        check(self.issuer != new.issuer, "issuer");
+        check(
+            self.signing_key_file != new.signing_key_file,
+            "signing_key_file",
+        );
+        check(
+            self.header_timeout != new.header_timeout,
+            "timeouts.header_ms",
+        );
+        check(
+            self.max_header_bytes != new.max_header_bytes,
+            "limits.max_header_bytes",
+        );
+        check(self.tls != new.tls, "tls");
+        keys
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// Keys the new file changes that keep their running value until a
+    /// restart (see [`RunningGateway::reload`]); empty in most reloads.
+    pub needs_restart: Vec<&'static str>,
+}
+
 impl RunningGateway {
     /// Re-reads the config file and swaps it in; on error the running
-    /// config stays and the error is returned.
-    pub async fn reload(&self) -> Result<(), GatewayError> {
+    /// config stays and the error is returned. Routes, upstreams,
+    /// authenticators, consumers, limits, timeouts other than `header_ms`,
+    /// the BFF and policies change at once; the start-time settings
+    /// (`listen`, `admin_listen`, `workers`, `issuer`, `signing_key_file`,
+    /// `timeouts.header_ms`, `limits.max_header_bytes`, `[tls]` paths) keep
+    /// their running values, are logged as a warning and returned in
+    /// [`Reloaded::needs_restart`].
+    pub async fn reload(&self) -> Result<Reloaded, GatewayError> {
         let Some(path) = &self.config_path else {
-            return Ok(());
+            return Ok(Reloaded::default());
         };
         let config = match load(path, &*self.overlay) {
             Ok(c) => c,
@@ -172,6 +248,7 @@ impl RunningGateway {
                 return Err(e);
             }
         };
+        let needs_restart = self.started.changed_in(&StartOnly::of(&config));
         let previous = self.current.load_full();
         let rt = match Runtime::build(
             config,
@@ -193,7 +270,13 @@ impl RunningGateway {
         self.current.store(Arc::new(rt));
         metrics::counter!("portcullis_gateway_reloads_total", "result" => "applied").increment(1);
         tracing::info!(file = %path.display(), "configuration reloaded");
-        Ok(())
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                keys = ?needs_restart,
+                "these settings take effect after a restart; their running values stay"
+            );
+        }
+        Ok(Reloaded { needs_restart })
     }
 
     /// Stops accepting and drains in-flight requests (up to `grace`).
@@ -221,6 +304,7 @@ pub async fn start(
 ) -> Result<RunningGateway, GatewayError> {
     // Install the recorder now, so requests before the first scrape count.
     portcullis_core::telemetry::prometheus();
+    let started = StartOnly::of(&config);
     let listeners = bind_workers(config.listen, config.workers)?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
@@ -308,6 +392,7 @@ pub async fn start(
         key,
         config_path,
         overlay,
+        started,
         shutdown: tx,
         tasks: vec![proxy_task, admin_task],
         watchers,
@@ -475,6 +560,42 @@ mod tests {
         let addr = taken.local_addr().unwrap();
         let e = bind_workers(addr, 2).unwrap_err();
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn every_start_time_setting_is_named_when_a_reload_changes_it() {
+        let a = RawConfig::default().validate(&|_| None).unwrap();
+        assert!(StartOnly::of(&a).changed_in(&StartOnly::of(&a)).is_empty());
+        let mut b = a.clone();
+        b.listen = "127.0.0.1:9".parse().unwrap();
+        b.admin_listen = "127.0.0.1:10".parse().unwrap();
+        b.workers += 1;
+        b.issuer = Some("https://gw".into());
+        b.signing_key_file = Some("k.pem".into());
+        b.header_timeout += Duration::from_secs(1);
+        b.max_header_bytes += 1;
+        b.tls = Some(crate::config::ListenerTls {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            client_ca: None,
+            crls: Vec::new(),
+        });
+        // Settings a reload applies are not named.
+        b.request_timeout += Duration::from_secs(1);
+        b.max_body_bytes += 1;
+        assert_eq!(
+            StartOnly::of(&a).changed_in(&StartOnly::of(&b)),
+            [
+                "listen",
+                "admin_listen",
+                "workers",
+                "issuer",
+                "signing_key_file",
+                "timeouts.header_ms",
+                "limits.max_header_bytes",
+                "tls"
+            ]
+        );
     }
 
     #[test]

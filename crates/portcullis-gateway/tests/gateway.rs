@@ -724,9 +724,22 @@ async fn reload_refuses_a_broken_file_and_applies_a_good_one() {
         "old config keeps serving"
     );
     std::fs::write(&file, good.replace("/a", "/b")).unwrap();
-    gw.reload().await.unwrap();
+    let reloaded = gw.reload().await.unwrap();
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
     assert_eq!(get("/a").await.unwrap().status(), 404);
     assert_eq!(get("/b").await.unwrap().status(), 200);
+
+    // Start-time settings: the rest of the file is applied, they are named.
+    let restart_only = good.replace("/a", "/c").replacen(
+        "[[upstreams]]",
+        "workers = 3\n[timeouts]\nheader_ms = 1234\n[[upstreams]]",
+        1,
+    );
+    std::fs::write(&file, &restart_only).unwrap();
+    let reloaded = gw.reload().await.unwrap();
+    assert_eq!(reloaded.needs_restart, ["workers", "timeouts.header_ms"]);
+    assert_eq!(get("/c").await.unwrap().status(), 200, "routes applied");
+    assert_eq!(get("/b").await.unwrap().status(), 404);
     drop(iam);
 }
 
