@@ -116,6 +116,12 @@ pub struct KeyInfo {
     pub unpublish_at: Option<UnixTime>,
 }
 
+/// Seconds within which a key activating counts as the chain's active key
+/// when a first key is created: longer than generating a key takes, so
+/// replicas reading the clock on either side of a second boundary still
+/// make one key between them.
+const FIRST_KEY_WINDOW: UnixTime = 60;
+
 /// What the ring signs with and how it schedules keys.
 #[derive(Debug, Clone)]
 pub struct KeyRingOptions {
@@ -437,7 +443,13 @@ impl KeyRing {
         now: UnixTime,
     ) -> Result<bool, KeyRingError> {
         let record = self.new_record(alg, now).await?;
-        let created = self.store.insert_first_key(&record, now).await?;
+        // A racing replica's first key is active from the second *it* read
+        // the clock, which can be a second or more after ours (the keys are
+        // generated in between): a key activating within the window counts.
+        let created = self
+            .store
+            .insert_first_key(&record, now.saturating_add(FIRST_KEY_WINDOW))
+            .await?;
         self.reload().await?;
         if created {
             crate::audit::key_created(&record.kid, alg, now);

@@ -98,7 +98,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new signing key.
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
     /// Inserts the first key of a chain unless a key of its algorithm is
-    /// active at `now`; false if one is (another replica made it first).
+    /// active at `now` (the caller passes a moment slightly ahead, so a
+    /// racing replica's key counts); false if one is (another replica made
+    /// it first).
     /// Replicas racing on an empty database create exactly one.
     async fn insert_first_key(&self, key: &KeyRecord, now: UnixTime) -> Result<bool, StoreError>;
     /// Deletes keys that are no longer published.
