@@ -33,20 +33,11 @@ fn main() {
         .unwrap();
     let upstream: SocketAddr = args.get(2).expect("UPSTREAM").parse().unwrap();
     let workers: usize = args.get(3).map_or(2, |w| w.parse().unwrap());
-    let threads: Vec<_> = (0..workers)
-        .map(|_| {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(listen),
-                socket2::Type::STREAM,
-                None,
-            )
-            .unwrap();
-            socket.set_reuse_address(true).unwrap();
-            socket.set_reuse_port(true).unwrap();
-            socket.set_nonblocking(true).unwrap();
-            socket.bind(&listen.into()).unwrap();
-            socket.listen(1024).unwrap();
-            let std_listener: std::net::TcpListener = socket.into();
+    // The gateway's own sockets: one per worker, SO_REUSEPORT.
+    let listeners = portcullis_gateway::server::bind_workers(listen, workers).unwrap();
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|std_listener| {
             std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

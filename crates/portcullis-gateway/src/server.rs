@@ -404,7 +404,7 @@ pub async fn start(
 /// is served start to end on the thread that accepted it, its upstream
 /// connections too: no hand-off between threads per request). A port of 0
 /// is resolved by the first bind and reused by the others.
-fn bind_workers(
+pub fn bind_workers(
     addr: SocketAddr,
     workers: usize,
 ) -> Result<Vec<std::net::TcpListener>, GatewayError> {
