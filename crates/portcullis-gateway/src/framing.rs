@@ -73,49 +73,43 @@ impl<T> Guarded<T> {
                     }
                 }
                 State::Head(buf) => {
+                    // A head that arrives whole in one read (the usual case)
+                    // is parsed where it lies; only a partial one is kept.
                     let before = buf.len();
-                    buf.extend_from_slice(data);
-                    let mut headers = [httparse::EMPTY_HEADER; 128];
-                    let mut req = httparse::Request::new(&mut headers);
-                    match req.parse(buf) {
-                        Ok(httparse::Status::Complete(len)) => {
-                            let (mut te, mut cl, mut te_ok, mut cl_len) = (0, 0, true, 0u64);
-                            for h in req.headers.iter() {
-                                if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                                    te += 1;
-                                    te_ok &= std::str::from_utf8(h.value)
-                                        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-                                } else if h.name.eq_ignore_ascii_case("content-length") {
-                                    cl += 1;
-                                    cl_len = std::str::from_utf8(h.value)
-                                        .ok()
-                                        .and_then(|v| v.trim().parse().ok())
-                                        .unwrap_or(0);
+                    let head = if before == 0 {
+                        inspect(data)
+                    } else {
+                        buf.extend_from_slice(data);
+                        inspect(buf)
+                    };
+                    match head {
+                        Head::Complete { len, framing } => {
+                            self.state = match framing {
+                                Framing::Ambiguous => {
+                                    self.poisoned.0.store(true, Ordering::Relaxed);
+                                    State::Off
                                 }
-                            }
-                            if (te > 0 && cl > 0) || te > 1 || !te_ok {
-                                self.poisoned.0.store(true, Ordering::Relaxed);
-                                self.state = State::Off;
+                                Framing::Chunked => State::Off,
+                                Framing::Length(0) => State::Head(Vec::new()),
+                                Framing::Length(n) => State::Body(n),
+                            };
+                            if matches!(self.state, State::Off) {
                                 return;
                             }
-                            let consumed = len - before;
+                            let consumed = len.saturating_sub(before);
                             data = &data[consumed.min(data.len())..];
-                            self.state = if te > 0 {
-                                State::Off
-                            } else if cl_len > 0 {
-                                State::Body(cl_len)
-                            } else {
-                                State::Head(Vec::new())
-                            };
                         }
-                        Ok(httparse::Status::Partial) => {
+                        Head::Partial => {
+                            if before == 0 {
+                                buf.extend_from_slice(data);
+                            }
                             if buf.len() > self.limit {
                                 self.state = State::Off;
                             }
                             return;
                         }
                         // hyper refuses what httparse cannot parse.
-                        Err(_) => {
+                        Head::Invalid => {
                             self.state = State::Off;
                             return;
                         }
@@ -126,17 +120,68 @@ impl<T> Guarded<T> {
     }
 }
 
+/// How a request head frames its body.
+enum Framing {
+    /// `Content-Length` (0 when absent).
+    Length(u64),
+    /// A single `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Both headers, repeated or unknown codings: the connection is poisoned.
+    Ambiguous,
+}
+
+enum Head {
+    Complete { len: usize, framing: Framing },
+    Partial,
+    Invalid,
+}
+
+/// Parses the head at the start of `buf` (up to 128 headers; hyper allows 100).
+fn inspect(buf: &[u8]) -> Head {
+    // Uninitialised slots: httparse fills only what it parses, so a request
+    // does not pay for writing 128 empty headers first.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Invalid,
+    };
+    let (mut te, mut cl, mut te_ok, mut cl_len) = (0, 0, true, 0u64);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te += 1;
+            te_ok &= std::str::from_utf8(h.value)
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            cl += 1;
+            cl_len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    let framing = if (te > 0 && cl > 0) || te > 1 || !te_ok {
+        Framing::Ambiguous
+    } else if te > 0 {
+        Framing::Chunked
+    } else {
+        Framing::Length(cl_len)
+    };
+    Head::Complete { len, framing }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let start = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
-            let fresh = buf.filled()[start..].to_vec();
-            self.observe(&fresh);
+            this.observe(&buf.filled()[start..]);
         }
         r
     }
@@ -206,5 +251,26 @@ mod tests {
         assert!(!poisoned(&[
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         ]));
+        // Pipelined: two heads and a body in one read, the bad head split
+        // over the next two (the first part parsed in place, then kept).
+        assert!(poisoned(&[
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nokPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-",
+            b"Encoding: chunked\r\n\r\n"
+        ]));
+        // A body split across reads, then a good head.
+        assert!(!poisoned(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhell",
+            b"o worl",
+            b"dGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_left_to_hyper() {
+        let (mut g, p) = Guarded::new((), 32);
+        g.observe(b"POST / HTTP/1.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        assert!(matches!(g.state, State::Off));
+        g.observe(b"\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(!p.get(), "hyper answers 431 for this head, not the guard");
     }
 }
