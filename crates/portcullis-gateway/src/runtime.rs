@@ -39,8 +39,9 @@ pub struct Runtime {
     pub config: Config,
     /// Routes, most specific first.
     pub routes: Vec<Route>,
-    /// Compiled routes by name.
-    pub compiled: HashMap<String, CompiledRoute>,
+    /// Compiled routes by name (looked up on every request: foldhash, not SipHash;
+    /// the names come from the config).
+    pub compiled: foldhash::HashMap<String, CompiledRoute>,
     /// Upstream client.
     pub client: UpstreamClient,
     /// Internal-token minter.
@@ -210,7 +211,7 @@ impl Runtime {
                 .cmp(&a.prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        let mut compiled = HashMap::new();
+        let mut compiled = foldhash::HashMap::default();
         for r in &routes {
             let ms: Vec<Arc<Method>> = r
                 .auth

@@ -6,7 +6,6 @@ use super::authn::Identity;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_core::jose::SigningKey;
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -42,8 +41,10 @@ thread_local! {
     /// Each worker thread's recently used internal tokens, in front of the
     /// shared cache: a worker serves a connection's every request, so a
     /// steady caller is answered here without touching the shared cache.
-    static RECENT: std::cell::RefCell<HashMap<(u64, TokenKey), (HeaderValue, u64)>> =
-        std::cell::RefCell::new(HashMap::new());
+    /// Keyed by digests and upstream names, not by anything a caller picks
+    /// freely: foldhash rather than SipHash.
+    static RECENT: std::cell::RefCell<foldhash::HashMap<(u64, TokenKey), (HeaderValue, u64)>> =
+        std::cell::RefCell::new(foldhash::HashMap::default());
 }
 
 impl Minter {

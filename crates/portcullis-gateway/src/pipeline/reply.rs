@@ -342,10 +342,10 @@ fn requests_counter(
     status: StatusCode,
     auth: &'static str,
 ) -> metrics::Counter {
-    use std::collections::HashMap;
     use std::sync::{OnceLock, RwLock};
     type Key = (usize, u16, usize);
-    static CACHE: OnceLock<RwLock<HashMap<Key, metrics::Counter>>> = OnceLock::new();
+    // Keys are addresses and a status: foldhash, not SipHash.
+    static CACHE: OnceLock<RwLock<foldhash::HashMap<Key, metrics::Counter>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (
         route.as_ptr() as usize,
