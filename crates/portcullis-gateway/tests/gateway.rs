@@ -190,6 +190,10 @@ fn base_config(echo: std::net::SocketAddr, iam: &TestIam) -> RawConfig {
         routes: vec![
             route("public", "/public", &["anonymous"], "echo"),
             RawRoute {
+                strip_prefix: true,
+                ..route("stripped", "/stripped", &["anonymous"], "echo")
+            },
+            RawRoute {
                 require_scopes: vec!["orders:read".into()],
                 methods: vec!["GET".into()],
                 ..route("orders", "/orders", &["keys", "basic", "iam"], "echo")
@@ -576,6 +580,33 @@ async fn path_tricks_never_reach_a_protected_route_unauthenticated() {
         resp.starts_with("HTTP/1.1 200") && resp.contains("\"path\":\"/public/a\""),
         "{resp}"
     );
+    // What the upstream is sent: a target already in normal form as it came
+    // (query included, byte for byte), any other with its path normalized,
+    // and with strip_prefix the rest of the path.
+    for (target, path, query) in [
+        ("/public/a?x=1&y=%2F&z", "/public/a", "x=1&y=%2F&z"),
+        ("/public/a?", "/public/a", ""),
+        ("/public//b/./c/../d?q=%41", "/public/b/d", "q=%41"),
+        ("/p%75blic/e?q", "/public/e", "q"),
+        ("/stripped/f/g?q=1", "/f/g", "q=1"),
+        ("/stripped", "/", ""),
+        ("/stripped/", "/", ""),
+        ("/stripped//h", "/h", ""),
+    ] {
+        let resp = raw(
+            e.gw.addr,
+            &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let seen: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{target}: {resp}"));
+        assert_eq!(seen["path"], path, "{target}: {resp}");
+        let want_query = if target.contains('?') {
+            Value::from(query)
+        } else {
+            Value::Null
+        };
+        assert_eq!(seen["query"], want_query, "{target}: {resp}");
+    }
 }
 
 fn raw(addr: std::net::SocketAddr, request: &str) -> String {

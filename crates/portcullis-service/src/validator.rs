@@ -268,7 +268,10 @@ impl Validator {
             }
             cache.invalidate(k);
         }
-        let result = self.validate_uncached(token, now).await;
+        // Boxed: the miss path (signature check, maybe a JWKS fetch) has a
+        // large future, and every caller's future would otherwise carry
+        // its size on the hit path too.
+        let result = Box::pin(self.validate_uncached(token, now)).await;
         let outcome = match &result {
             Ok(_) => "valid",
             Err(AuthError::Invalid(_)) => "invalid",

@@ -362,9 +362,11 @@ impl Method {
                 let Some(token) = authorization(parts, "bearer") else {
                     return Ok(None);
                 };
-                i.introspect(token, now).await.map(Some)
+                // Boxed, like the other calls out: their futures are large
+                // and would otherwise size every request's future.
+                Box::pin(i.introspect(token, now)).await.map(Some)
             }
-            Method::Session(bff) => bff.authenticate(parts).await,
+            Method::Session(bff) => Box::pin(bff.authenticate(parts)).await,
             Method::Mtls {
                 trust_domain,
                 identities,

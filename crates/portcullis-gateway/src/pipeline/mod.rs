@@ -64,13 +64,15 @@ async fn run(
     // 1. Normalize and match.
     let path = route::normalize(parts.uri.path()).map_err(|_| Reject::BadPath)?;
     if log.enabled {
-        log.path = path.clone();
+        log.path = path.to_string();
     }
     if let Some(bff) = &rt.bff
         && bff.owns(&path)
     {
         log.route = "bff";
-        return Ok(bff.endpoint(&parts, &path).await);
+        // Boxed: the BFF's endpoints (code exchange, refresh) have large
+        // futures that the proxied path should not carry.
+        return Ok(Box::pin(bff.endpoint(&parts, &path)).await);
     }
     // The Host header (a reference-counted copy, forwarded again as
     // X-Forwarded-Host), else the authority of an absolute or HTTP/2 URI.
@@ -137,18 +139,11 @@ async fn run(
     if let Some(header) = api_key_header(c) {
         parts.headers.remove(header);
     }
-    let mut forwarded_path = path;
-    if r.strip_prefix && !r.prefix.is_empty() {
-        forwarded_path = forwarded_path[r.prefix.len()..].to_owned();
-        if !forwarded_path.starts_with('/') {
-            forwarded_path.insert(0, '/');
-        }
-    }
-    let query = propagate::strip_query_param(parts.uri.query(), c.api_key_query.as_deref());
-    let path_and_query = match query {
-        Some(q) => format!("{forwarded_path}?{q}"),
-        None => forwarded_path,
-    };
+    // A borrowed path is the request's own, already in normal form.
+    let as_sent = matches!(path, std::borrow::Cow::Borrowed(_));
+    let path_and_query =
+        forwarded_target(&parts.uri, &path, as_sent, r, c.api_key_query.as_deref())
+            .map_err(Reject::Proxy)?;
 
     // 6. Proxy.
     let body = http_body_util::Limited::new(body, rt.config.max_body_bytes)
@@ -163,19 +158,46 @@ async fn run(
         affinity,
         connect_timeout: rt.config.connect_timeout,
     };
-    let mut resp = proxy::forward(
-        via,
-        &c.pool,
-        req,
-        &path_and_query,
-        rt.config.request_timeout,
-    )
-    .await
-    .map_err(Reject::Proxy)?;
+    let mut resp = proxy::forward(via, &c.pool, req, path_and_query, rt.config.request_timeout)
+        .await
+        .map_err(Reject::Proxy)?;
     if let Some(Decision::Allowed { limit, remaining }) = limit {
         reply::ratelimit_headers(resp.headers_mut(), limit, remaining, None);
     }
     Ok(resp)
+}
+
+/// The path and query sent upstream: the normalized path (without the
+/// route's prefix with `strip_prefix`) and the query without the API-key
+/// parameter. When that is the request's own target (`as_sent`: the path
+/// came in normal form; nothing stripped), the request's target is reused
+/// as it is.
+fn forwarded_target(
+    uri: &http::Uri,
+    path: &str,
+    as_sent: bool,
+    r: &crate::config::Route,
+    api_key_query: Option<&str>,
+) -> Result<http::uri::PathAndQuery, proxy::ProxyError> {
+    let strip = r.strip_prefix && !r.prefix.is_empty();
+    if let (true, false, None, Some(pq)) = (as_sent, strip, api_key_query, uri.path_and_query()) {
+        return Ok(pq.clone());
+    }
+    let mut forwarded_path = if strip {
+        let rest = &path[r.prefix.len()..];
+        if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        }
+    } else {
+        path.to_string()
+    };
+    if let Some(q) = propagate::strip_query_param(uri.query(), api_key_query) {
+        forwarded_path.push('?');
+        forwarded_path.push_str(&q);
+    }
+    http::uri::PathAndQuery::try_from(forwarded_path).map_err(|_| proxy::ProxyError::Upstream)
 }
 
 /// The API-key header of the route's methods (never forwarded).

@@ -252,18 +252,20 @@ async fn send_direct(
             },
         }
     }
-    let mut sender = connect(addr, connect_timeout).await?;
+    // Boxed: connecting is rare on a keep-alive connection, and its future
+    // (connect, handshake) would otherwise size every request's future.
+    let mut sender = Box::pin(connect(addr, connect_timeout)).await?;
     let resp = sender.send_request(req).await.map_err(SendError::Hyper)?;
     affinity.put(addr, sender);
     Ok(resp)
 }
 
-/// Forwards `req` (path-and-query already final) to a target of `pool`.
+/// Forwards `req` with `path_and_query` as its target to a target of `pool`.
 pub async fn forward(
     via: Via<'_>,
     pool: &Pool,
     mut req: Request<Body>,
-    path_and_query: &str,
+    path_and_query: http::uri::PathAndQuery,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
     let target = pool.pick().ok_or(ProxyError::NoTarget)?;
@@ -272,7 +274,7 @@ pub async fn forward(
     let affinity = via.affinity.filter(|_| pool.tls.is_none());
     *req.uri_mut() = match (affinity, &pool.tls) {
         // A direct connection takes the origin form (RFC 9112 §3.2.1).
-        (Some(_), _) => Uri::try_from(path_and_query).map_err(|_| ProxyError::Upstream)?,
+        (Some(_), _) => Uri::from(path_and_query),
         (None, tls) => Uri::builder()
             .scheme(match tls {
                 Some(_) => http::uri::Scheme::HTTPS,

@@ -65,12 +65,14 @@ fn is_normal(path: &str) -> bool {
     true
 }
 
-/// Normalizes a request path (without query).
-pub fn normalize(path: &str) -> Result<String, PathError> {
+/// Normalizes a request path (without query). A path already in normal
+/// form is returned as it is (borrowed): the caller can then forward the
+/// request's own target unchanged.
+pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
     if is_normal(path) {
-        return Ok(path.to_owned());
+        return Ok(std::borrow::Cow::Borrowed(path));
     }
-    normalize_full(path)
+    normalize_full(path).map(std::borrow::Cow::Owned)
 }
 
 /// [`normalize`] without the fast path.
