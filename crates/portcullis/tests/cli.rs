@@ -4,7 +4,7 @@
 
 mod dev_support;
 
-use dev_support::{BIN, KillOnDrop, banner, demo_users, dev_on_free_ports};
+use dev_support::{BIN, KillOnDrop, banner, demo_users, dev_started};
 use portcullis_test_support::{BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, http_client};
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -144,11 +144,9 @@ async fn clients_and_keys_commands() {
 async fn dev_mode_prints_working_credentials_and_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join(".portcullis");
-    let (ports, start) = dev_on_free_ports(&data);
-    let (p, g) = (ports.iam, ports.gateway);
     let t0 = Instant::now();
-    let mut child = KillOnDrop(start());
-    let text = banner(&mut child.0);
+    let (ports, start, child, text) = dev_started(&data);
+    let (p, g) = (ports.iam, ports.gateway);
     assert!(t0.elapsed() < Duration::from_secs(30));
     assert!(text.contains(&format!("http://127.0.0.1:{p}")), "{text}");
     let secret = text
@@ -280,10 +278,8 @@ async fn dev_mode_demo_app_works_in_headless_chromium() {
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join(".portcullis");
-    let (ports, start) = dev_on_free_ports(&data);
+    let (ports, _, child, text) = dev_started(&data);
     let g = ports.gateway;
-    let mut child = KillOnDrop(start());
-    let text = banner(&mut child.0);
     let users = demo_users(&text);
     assert_eq!(users.len(), 2, "alice and bob printed: {text}");
     let (user, password) = (users[0].0.as_str(), users[0].1.as_str());

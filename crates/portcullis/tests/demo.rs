@@ -8,7 +8,7 @@
 
 mod dev_support;
 
-use dev_support::{DevPorts, KillOnDrop, banner, demo_users, dev_on_free_ports};
+use dev_support::{DevPorts, KillOnDrop, demo_users, dev_started};
 use portcullis_test_support::browser::Browser;
 use portcullis_test_support::{basic, http_client};
 use serde_json::Value;
@@ -28,9 +28,7 @@ impl Dev {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join(".portcullis");
-        let (ports, start) = dev_on_free_ports(&data);
-        let mut child = KillOnDrop(start());
-        let text = banner(&mut child.0);
+        let (ports, _, child, text) = dev_started(&data);
         Self {
             _child: child,
             _dir: dir,

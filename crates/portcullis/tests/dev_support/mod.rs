@@ -22,7 +22,12 @@ impl Drop for KillOnDrop {
 
 /// Reads the dev banner until its last line, with a deadline.
 pub fn banner(child: &mut std::process::Child) -> String {
-    let stdout = child.stdout.take().unwrap();
+    try_banner(child).expect("dev banner printed")
+}
+
+/// [`banner`], or `None` if dev exits (or stays silent for 30 s) first.
+fn try_banner(child: &mut std::process::Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -36,8 +41,7 @@ pub fn banner(child: &mut std::process::Child) -> String {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("dev banner printed")
+    rx.recv_timeout(Duration::from_secs(30)).ok()
 }
 
 /// The ports of one `portcullis dev`.
@@ -83,11 +87,44 @@ pub fn dev_on_free_ports(
             .args(["--customers-listen", &at(ports.customers)])
             .args(["--security-listen", &at(ports.security)])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(stderr_log(&data)).unwrap())
             .spawn()
             .unwrap()
     };
     (ports, start)
+}
+
+/// Where a test's `portcullis dev` writes its stderr (beside its data dir).
+fn stderr_log(data: &std::path::Path) -> std::path::PathBuf {
+    data.with_extension("stderr")
+}
+
+/// `portcullis dev` started on free ports and past its banner: the ports,
+/// the restart function, the child and the banner. A port picked as free
+/// can be taken by a parallel test before dev binds it; then dev exits
+/// with "cannot listen on …" and is started again on other ports (at most
+/// three times). Any other early exit fails with dev's stderr.
+pub fn dev_started(
+    data: &std::path::Path,
+) -> (
+    DevPorts,
+    impl Fn() -> std::process::Child + use<>,
+    KillOnDrop,
+    String,
+) {
+    for attempt in 1..=3 {
+        let (ports, start) = dev_on_free_ports(data);
+        let mut child = KillOnDrop(start());
+        if let Some(text) = try_banner(&mut child.0) {
+            return (ports, start, child, text);
+        }
+        let _ = child.0.wait();
+        let err = std::fs::read_to_string(stderr_log(data)).unwrap_or_default();
+        if !(err.contains("cannot listen on") && attempt < 3) {
+            panic!("portcullis dev did not start (attempt {attempt}); its stderr:\n{err}");
+        }
+    }
+    unreachable!("the last attempt returns or panics")
 }
 
 /// The `demo user     NAME / PASSWORD` lines of the banner, in order.
