@@ -85,17 +85,18 @@ impl<T> Guarded<T> {
                     match head {
                         Head::Complete { len, framing } => {
                             self.state = match framing {
-                                Framing::Ambiguous => {
-                                    self.poisoned.0.store(true, Ordering::Relaxed);
-                                    State::Off
-                                }
-                                Framing::Chunked => State::Off,
                                 Framing::Length(0) => State::Head(Vec::new()),
                                 Framing::Length(n) => State::Body(n),
+                                Framing::Chunked => {
+                                    self.state = State::Off;
+                                    return;
+                                }
+                                Framing::Ambiguous => {
+                                    self.poisoned.0.store(true, Ordering::Relaxed);
+                                    self.state = State::Off;
+                                    return;
+                                }
                             };
-                            if matches!(self.state, State::Off) {
-                                return;
-                            }
                             let consumed = len.saturating_sub(before);
                             data = &data[consumed.min(data.len())..];
                         }
