@@ -18,10 +18,14 @@
 #                     JWT from the IAM), all to the same upstream
 #   3. checks each path answers 200 once, and that /key without a key, /key
 #      with a wrong key, /jwt without a token and /jwt with a forged token are 401;
-#   4. peak load: wrk -t1 -c64 -d15s --latency (after a 3 s warm-up with the
+#   4. peak load: wrk -t1 -c64 -d10s --latency (after a 3 s warm-up with the
 #      same settings) against the upstream directly, the nginx proxy and the
-#      gateway's /open, /key and /jwt; then the gateway again with --log info
-#      (access log per request) and stdout to /dev/null;
+#      gateway's /open, /key and /jwt, in 3 interleaved rounds (variant by
+#      variant, then again); each variant's figures are those of its median
+#      round, and each ratio is the median of the ratios within a round (the
+#      two runs compared minutes, not seconds, apart would carry the VM's
+#      drift); then the gateway again with --log info (access log per
+#      request) and stdout to /dev/null, one round;
 #   5. fixed-rate load: oha at a fixed rate (--qps, --latency-correction) of
 #      half (then a quarter) of each proxy's measured peak, against the proxy and
 #      then against the upstream directly at the same rate; added latency =
@@ -33,7 +37,8 @@
 # Load goes to 127.0.0.1 only; every load run is bounded by -d/-z and `timeout`.
 #
 # Settings (env):
-#   BENCH_THREADS=1 BENCH_CONNS=64 BENCH_DURATION=15 BENCH_WARMUP=3   wrk settings
+#   BENCH_THREADS=1 BENCH_CONNS=64 BENCH_DURATION=10 BENCH_WARMUP=3   wrk settings
+#   BENCH_ROUNDS=3             interleaved rounds of the peak-load runs (median reported)
 #   BENCH_RATE_DURATION=15 BENCH_RATE_WARMUP=2  oha fixed-rate runs (seconds)
 #   BENCH_RATE_FRACTIONS="0.5 0.25"  fractions of each proxy's measured peak for the fixed-rate runs;
 #                              the first is the one the latency target is judged at
@@ -61,7 +66,8 @@ LUA="$HERE/report.lua"
 
 THREADS="${BENCH_THREADS:-1}"
 CONNS="${BENCH_CONNS:-64}"
-DURATION="${BENCH_DURATION:-15}"
+DURATION="${BENCH_DURATION:-10}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 WARMUP="${BENCH_WARMUP:-3}"
 RATE_DURATION="${BENCH_RATE_DURATION:-15}"
 RATE_WARMUP="${BENCH_RATE_WARMUP:-2}"
@@ -512,8 +518,9 @@ if [ "${SIG:0:1}" = "A" ]; then FORGED="${TOKEN%.*}.B${SIG:1}"; else FORGED="${T
 check "gateway GET /jwt with a forged signature" 401 "$GW_BASE/jwt" -H "authorization: Bearer $FORGED"
 
 # ---------------------------------------------------------------- peak load (wrk)
-declare -A R_LINE R_FLAG R_PROXYCPU R_UPCPU R_WRKCPU R_OTHER R_RSS
+declare -A R_LINE R_FLAG R_PROXYCPU R_UPCPU R_WRKCPU R_OTHER R_RSS R_ROUNDS
 ORDER=()
+ROUND=1
 
 run_wrk() { # OUT DURATION URL [extra wrk args...]; writes the WRKRESULT line (+ wrk_cpu_s) to OUT
   local out="$1" dur="$2" url="$3"; shift 3
@@ -543,7 +550,7 @@ measure() { # LABEL PROXYPID(or "") URL [wrk -H args...]
   local label="$1" ppid="$2" url="$3"; shift 3
   local safe="${label//[^a-zA-Z0-9]/_}" attempt
   hr
-  say "[$label]  $url"
+  say "[$label]  round $ROUND  $url"
   for attempt in $(seq 0 "$RETRIES"); do
     wait_quiet
     run_wrk "$WORKDIR/$safe.warmup" "$WARMUP" "$url" "$@"
@@ -577,18 +584,47 @@ measure() { # LABEL PROXYPID(or "") URL [wrk -H args...]
     break
   done
   if [ -n "${GW_PID:-}" ] && [ "$ppid" = "$GW_PID" ]; then
-    R_RSS[$label]="$(rss_kb "$GW_PID")"
-    say "  gateway VmRSS after the run: ${R_RSS[$label]} kB (at start $GW_RSS0 kB)"
+    R_RSS[$label#$ROUND]="$(rss_kb "$GW_PID")"
+    say "  gateway VmRSS after the run: ${R_RSS[$label#$ROUND]} kB (at start $GW_RSS0 kB)"
     kill -0 "$GW_PID" 2>/dev/null || die "the gateway (pid $GW_PID) died during the load"
   fi
-  R_LINE[$label]="$m"; R_FLAG[$label]="$QUIET_FLAG"
-  R_PROXYCPU[$label]="$pcpu"; R_UPCPU[$label]="$ucpu"; R_WRKCPU[$label]="$wcpu"; R_OTHER[$label]="$other"
-  ORDER+=("$label")
+  local k="$label#$ROUND"
+  R_LINE[$k]="$m"; R_FLAG[$k]="$QUIET_FLAG"
+  R_PROXYCPU[$k]="$pcpu"; R_UPCPU[$k]="$ucpu"; R_WRKCPU[$k]="$wcpu"; R_OTHER[$k]="$other"
+  if [ -z "${R_ROUNDS[$label]:-}" ]; then ORDER+=("$label"); fi
+  R_ROUNDS[$label]="$ROUND"
+}
+
+# LABEL -> its figures (R_LINE[LABEL], ...) become those of its median round
+# by req/s (the lower median for an even count), every round's req/s listed
+# in R_ALL[LABEL], and any round run on a busy machine flags it.
+declare -A R_ALL
+pick_median() {
+  local label="$1" n="${R_ROUNDS[$1]}" r sorted mid flag=""
+  sorted="$(for r in $(seq 1 "$n"); do printf '%s %s\n' "$(kv rps "${R_LINE[$label#$r]}")" "$r"; done | sort -g)"
+  mid="$(printf '%s\n' "$sorted" | sed -n "$(( (n + 1) / 2 ))p" | awk '{print $2}')"
+  for r in $(seq 1 "$n"); do [ -n "${R_FLAG[$label#$r]}" ] && flag="busy"; done
+  R_ALL[$label]="$(for r in $(seq 1 "$n"); do printf '%s ' "$(kv rps "${R_LINE[$label#$r]}")"; done)"
+  R_LINE[$label]="${R_LINE[$label#$mid]}"; R_FLAG[$label]="$flag"
+  R_PROXYCPU[$label]="${R_PROXYCPU[$label#$mid]}"; R_UPCPU[$label]="${R_UPCPU[$label#$mid]}"
+  R_WRKCPU[$label]="${R_WRKCPU[$label#$mid]}"; R_OTHER[$label]="${R_OTHER[$label#$mid]}"
+  R_RSS[$label]="${R_RSS[$label#$mid]:-}"
+}
+
+# A / B -> the median over the rounds both ran of (A's req/s / B's req/s in
+# that round), with the lowest and highest: "median min max".
+round_ratio() {
+  local a="$1" b="$2" n r
+  n="${R_ROUNDS[$a]}"; [ "${R_ROUNDS[$b]}" -lt "$n" ] && n="${R_ROUNDS[$b]}"
+  for r in $(seq 1 "$n"); do
+    calc "printf \"%.3f\\n\", $(kv rps "${R_LINE[$a#$r]}") / $(kv rps "${R_LINE[$b#$r]}")"
+  done | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f %s %s", m, v[1], v[NR] }'
 }
 
 hr
 say "peak load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/gateway/report.lua [-H ...] URL"
-say "           after a ${WARMUP}s warm-up with the same settings; all servers stay up throughout"
+say "           after a ${WARMUP}s warm-up with the same settings; all servers stay up throughout;"
+say "           $ROUNDS interleaved rounds (every variant once per round)"
 L_UP="upstream direct"
 L_NGX="nginx proxy"
 L_A="gateway (a) /open"
@@ -598,12 +634,15 @@ L_AI="gateway (a) /open --log info"
 L_BI="gateway (b) /key --log info"
 L_CI="gateway (c) /jwt --log info"
 
-measure "$L_UP" "" "$UP_URL"
-measure "$L_NGX" "$PROXY_PID" "$PROXY_URL"
-measure "$L_A" "$GW_PID" "$GW_BASE/open"
-measure "$L_B" "$GW_PID" "$GW_BASE/key" -H "x-api-key: $API_KEY"
-token_fresh
-measure "$L_C" "$GW_PID" "$GW_BASE/jwt" -H "authorization: Bearer $TOKEN"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  measure "$L_UP" "" "$UP_URL"
+  measure "$L_NGX" "$PROXY_PID" "$PROXY_URL"
+  measure "$L_A" "$GW_PID" "$GW_BASE/open"
+  measure "$L_B" "$GW_PID" "$GW_BASE/key" -H "x-api-key: $API_KEY"
+  token_fresh
+  measure "$L_C" "$GW_PID" "$GW_BASE/jwt" -H "authorization: Bearer $TOKEN"
+done
+for label in "$L_UP" "$L_NGX" "$L_A" "$L_B" "$L_C"; do pick_median "$label"; done
 
 # ---------------------------------------------------------------- fixed-rate load (oha)
 declare -A F_PROXY F_DIRECT F_RATE
@@ -768,10 +807,12 @@ if [ "$LOG_INFO" = "1" ]; then
   stop_server "$GW_PID"
   start_gateway info /dev/null
   check "gateway GET /open (--log info)" 200 "$GW_BASE/open"
+  ROUND=1
   measure "$L_AI" "$GW_PID" "$GW_BASE/open"
   measure "$L_BI" "$GW_PID" "$GW_BASE/key" -H "x-api-key: $API_KEY"
   token_fresh
   measure "$L_CI" "$GW_PID" "$GW_BASE/jwt" -H "authorization: Bearer $TOKEN"
+  for label in "$L_AI" "$L_BI" "$L_CI"; do pick_median "$label"; done
   el=$(wc -l <"$WORKDIR/gateway-info.stderr")
   say "gateway (--log info) stderr: $el lines"
   if [ "$el" -gt 0 ]; then head -10 "$WORKDIR/gateway-info.stderr" | cut -c1-300 | sed 's/^/  | /'; fi
@@ -781,7 +822,8 @@ fi
 hr
 say ""
 say "RESULTS  (peak: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency after a ${WARMUP}s warm-up; nproc=$(nproc);"
-say "          upstream, proxy and wrk share the 2 cores; CPU columns are cores used, averaged over the run)"
+say "          upstream, proxy and wrk share the 2 cores; CPU columns are cores used, averaged over the run;"
+say "          each row is the variant's median round of $ROUNDS by req/s, every round's req/s listed after the table)"
 say ""
 printf '%-30s %10s %9s %9s %9s %8s %7s %6s %6s %6s %6s\n' "variant" "req/s" "p50 ms" "p90 ms" "p99 ms" "non-2xx" "errors" "proxy" "upstr" "wrk" "other"
 for label in "${ORDER[@]}"; do
@@ -792,15 +834,21 @@ for label in "${ORDER[@]}"; do
     "$([ "$label" = "$L_UP" ] && echo - || echo "${R_PROXYCPU[$label]}")" "${R_UPCPU[$label]}" "${R_WRKCPU[$label]}" \
     "${R_OTHER[$label]}" "$([ -n "${R_FLAG[$label]}" ] && echo '  [machine busy]' || true)"
 done
+say ""
+say "req/s in every round (1..$ROUNDS):"
+for label in "$L_UP" "$L_NGX" "$L_A" "$L_B" "$L_C"; do printf '  %-30s %s\n' "$label" "${R_ALL[$label]}"; done
 rps() { kv rps "${R_LINE[$1]}"; }
 ratio() { calc "printf \"%.3f\", $(rps "$1") / $(rps "$2")"; }
+# A B -> "median (min-max)" of the within-round ratios
+rratio() { local m lo hi; read -r m lo hi <<<"$(round_ratio "$1" "$2")"; printf '%s  (rounds: %s-%s)' "$m" "$lo" "$hi"; }
 say ""
-say "throughput ratios:"
-say "  nginx proxy / upstream direct        $(ratio "$L_NGX" "$L_UP")"
-say "  gateway (a) /open / nginx proxy      $(ratio "$L_A" "$L_NGX")"
-say "  gateway (b) /key  / nginx proxy      $(ratio "$L_B" "$L_NGX")"
-say "  gateway (c) /jwt  / nginx proxy      $(ratio "$L_C" "$L_NGX")"
+say "throughput ratios (median of the ratios within each round, lowest-highest round):"
+say "  nginx proxy / upstream direct        $(rratio "$L_NGX" "$L_UP")"
+say "  gateway (a) /open / nginx proxy      $(rratio "$L_A" "$L_NGX")"
+say "  gateway (b) /key  / nginx proxy      $(rratio "$L_B" "$L_NGX")"
+say "  gateway (c) /jwt  / nginx proxy      $(rratio "$L_C" "$L_NGX")"
 if [ "$LOG_INFO" = "1" ]; then
+  say "  (--log info: one round, against the median --log warn round)"
   say "  gateway (a) --log info / --log warn  $(ratio "$L_AI" "$L_A")"
   say "  gateway (b) --log info / --log warn  $(ratio "$L_BI" "$L_B")"
   say "  gateway (c) --log info / --log warn  $(ratio "$L_CI" "$L_C")"
@@ -826,9 +874,9 @@ added99() { local p="${F_PROXY[$1|$RATE_FRACTION]}" d="${F_DIRECT[$1|$RATE_FRACT
 verdict() { calc "exit !($1)" && echo "MET" || echo "NOT MET"; }
 say ""
 say "TARGETS"
-ra="$(ratio "$L_A" "$L_NGX")"; rc="$(ratio "$L_C" "$L_NGX")"
-say "  (a) gateway /open throughput >= nginx proxy:          $(rps "$L_A") vs $(rps "$L_NGX") req/s = ${ra}x  -> $(verdict "$ra >= 1.0")"
-say "  (c) gateway /jwt throughput >= 70% of nginx proxy:    $(rps "$L_C") vs $(rps "$L_NGX") req/s = ${rc}x  -> $(verdict "$rc >= 0.70")"
+read -r ra _ <<<"$(round_ratio "$L_A" "$L_NGX")"; read -r rc _ <<<"$(round_ratio "$L_C" "$L_NGX")"
+say "  (a) gateway /open throughput >= nginx proxy:          median ${ra}x (medians $(rps "$L_A") vs $(rps "$L_NGX") req/s)  -> $(verdict "$ra >= 1.0")"
+say "  (c) gateway /jwt throughput >= 70% of nginx proxy:    median ${rc}x (medians $(rps "$L_C") vs $(rps "$L_NGX") req/s)  -> $(verdict "$rc >= 0.70")"
 for label in "$L_A" "$L_B" "$L_C"; do
   a="$(added99 "$label")"
   printf '  p99 added latency < 1 ms at %s x peak, %-18s %s ms at %s req/s  -> %s\n' "$RATE_FRACTION" "$label:" "$a" "${F_RATE[$label|$RATE_FRACTION]}" "$(verdict "$a < 1.0")"
