@@ -13,6 +13,9 @@
 # connections by wrk (rate-limited by valgrind itself), then the counters
 # are dumped. Figure: total instructions of every process of the proxy /
 # requests answered in the window (wrk counts them).
+#
+# Then system calls per request, counted by strace -c -f (BENCH_SYSCALLS=0
+# skips them): the kernel's share, which callgrind does not count.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -128,13 +131,53 @@ measure() {
   printf '%-28s %8s requests  %10s instr/request\n' "$name" "$n" "$(( total / (n > 0 ? n : 1) ))"
   echo "$name $(( total / (n > 0 ? n : 1) ))" >>"$WORKDIR/results"
 }
+# proxies FN GATEWAY_CONFIG: FN for nginx, the hyper floor and the gateway's open route.
+proxies() {
+  local fn="$1" config="$2"
+  "$fn" nginx-proxy "http://127.0.0.1:$PROXY_PORT/open" "x-api-key: $API_KEY" -- \
+    nginx -p "$WORKDIR/px" -c "$WORKDIR/px/nginx.conf" -e "$WORKDIR/px/error.log"
+  "$fn" hyper-floor "http://127.0.0.1:$FLOOR_PORT/open" "x-api-key: $API_KEY" -- \
+    "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" 1
+  "$fn" gateway-open "http://127.0.0.1:$GW_PORT/open" "x-api-key: $API_KEY" -- \
+    "$BIN" --log warn gateway serve --config "$config"
+}
 echo "instructions per request (callgrind), keep-alive, 8 connections:"
-measure nginx-proxy "http://127.0.0.1:$PROXY_PORT/open" "x-api-key: $API_KEY" -- \
-  nginx -p "$WORKDIR/px" -c "$WORKDIR/px/nginx.conf" -e "$WORKDIR/px/error.log"
-measure hyper-floor "http://127.0.0.1:$FLOOR_PORT/open" "x-api-key: $API_KEY" -- \
-  "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" 1
-measure gateway-open "http://127.0.0.1:$GW_PORT/open" "x-api-key: $API_KEY" -- \
-  "$BIN" --log warn gateway serve --config "$WORKDIR/gateway.toml"
+proxies measure "$WORKDIR/gateway.toml"
 measure gateway-apikey "http://127.0.0.1:$GW_PORT/key" "x-api-key: $API_KEY" -- \
   "$BIN" --log warn gateway serve --config "$WORKDIR/gateway.toml"
 awk '$1=="nginx-proxy"{b=$2} {r[$1]=$2} END {for (k in r) if (k!="nginx-proxy") printf "%-28s %.2fx nginx instructions\n", k, r[k]/b}' "$WORKDIR/results"
+
+# System calls per request: the kernel's share, which callgrind does not see.
+# Every proxy runs as one process with one event loop here (nginx with
+# master_process off, the floor with 1 thread, the gateway with workers = 1),
+# so epoll batching is alike; strace -c -f counts every thread's calls while
+# wrk sends for 5 s. strace slows the proxies down, not what they call.
+[ "${BENCH_SYSCALLS:-1}" = 1 ] || exit 0
+command -v strace >/dev/null || apt-get install -y strace >/dev/null
+sed 's/^admin_listen = .*/&\nworkers = 1/' "$WORKDIR/gateway.toml" >"$WORKDIR/gateway-1.toml"
+syscalls() { # NAME URL HEADER -- CMD...
+  local name="$1" url="$2" header="$3"; shift 4
+  setsid "$@" </dev/null >"$WORKDIR/$name.sys.out" 2>&1 &
+  local pid=$!; PIDS+=("$pid")
+  wait_200 "$url"
+  wrk -t1 -c8 -d3s -H "$header" "$url" >/dev/null 2>&1 || true   # warm-up
+  strace -c -f -o "$WORKDIR/$name.strace" -p "$pid" 2>/dev/null &
+  local sp=$!
+  sleep 1
+  local w; w="$(wrk -t1 -c8 -d5s -H "$header" "$url" 2>&1)"
+  kill -INT "$sp" 2>/dev/null; wait "$sp" 2>/dev/null || true
+  kill -TERM -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  local n; n="$(printf '%s\n' "$w" | awk '/requests in/ {print $1}')"
+  # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+  awk -v name="$name" -v n="${n:-0}" '
+    $1 ~ /^[0-9.]+$/ && $NF != "total" { calls[$NF] = $4; all += $4 }
+    END {
+      if (n == 0) { printf "%-28s no requests counted\n", name; exit }
+      line = ""
+      for (c in calls) if (calls[c] / n >= 0.01) line = line sprintf("  %s %.2f", c, calls[c] / n)
+      printf "%-28s %6.2f per request:%s\n", name, all / n, line
+    }' "$WORKDIR/$name.strace"
+}
+echo
+echo "system calls per request (strace -c -f), keep-alive, 8 connections, one event loop each:"
+proxies syscalls "$WORKDIR/gateway-1.toml"
