@@ -64,7 +64,7 @@ async fn bind(addr: &str, flag: &str) -> Result<tokio::net::TcpListener, Failure
         .map_err(|_| Failure::Config(format!("{flag}: not host:port: {addr}")))?;
     Ok(tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding {flag} {addr}"))?)
+        .with_context(|| format!("{flag}: cannot listen on {addr}"))?)
 }
 
 /// Runs development mode until Ctrl-C.

@@ -120,7 +120,8 @@ pub fn dev_started(
         }
         let _ = child.0.wait();
         let err = std::fs::read_to_string(stderr_log(data)).unwrap_or_default();
-        if !(err.contains("cannot listen on") && attempt < 3) {
+        let taken = err.contains("cannot listen on") || err.contains("Address already in use");
+        if !(taken && attempt < 3) {
             panic!("portcullis dev did not start (attempt {attempt}); its stderr:\n{err}");
         }
     }
