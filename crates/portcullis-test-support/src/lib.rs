@@ -340,12 +340,53 @@ pub fn verify_with_jwks(
         .map_err(|e| e.to_string())
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), for a server a test starts
+/// in another process.
+///
+/// It is picked below the kernel's ephemeral range: a port the kernel hands
+/// out (`bind` to port 0, or the local end of any outgoing connection) could
+/// be taken again by a parallel test's client socket between this check and
+/// the server's `bind`. Below the range only another pick can take it, and
+/// the picks of one process walk the range in turn from a random start.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    const FIRST: u16 = 15_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let last = ephemeral_low()
+        .unwrap_or(32_768)
+        .clamp(FIRST + 1_000, 65_535)
+        - 1;
+    let span = last - FIRST + 1;
+    let _ = NEXT.compare_exchange(0, random_offset(span), Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The first port of the kernel's ephemeral range (Linux).
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A start in `1..span` that differs between processes (test binaries run
+/// one after another, but `cargo test` runs each one's tests in parallel).
+fn random_offset(span: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % u64::from(span - 1)) as u16 + 1
 }
 
 /// The real `portcullis` binary running `iam serve` as a child process.
@@ -506,4 +547,24 @@ pub async fn client_credentials(
         .send()
         .await
         .expect("token request")
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let low = ephemeral_low().unwrap_or(32_768);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let port = free_port();
+            assert!(seen.insert(port), "port {port} handed out twice");
+            assert!(
+                port < low.max(16_000),
+                "port {port} is in the ephemeral range"
+            );
+            TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
+    }
 }
