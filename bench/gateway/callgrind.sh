@@ -65,35 +65,9 @@ C
 C
 } >"$WORKDIR/px/nginx.conf"
 
-KEYOUT="$("$BIN" apikeys create --consumer bench)"
-API_KEY="$(printf '%s\n' "$KEYOUT" | awk '/^ *pak_/ {print $1; exit}')"
-API_DIGEST="$(printf '%s\n' "$KEYOUT" | sed -n 's/^digest = "\(sha256:[0-9a-f]*\)"$/\1/p' | head -1)"
-cat >"$WORKDIR/gateway.toml" <<C
-listen = "127.0.0.1:$GW_PORT"
-admin_listen = "127.0.0.1:$GW_ADMIN_PORT"
-signing_key_file = "$WORKDIR/gw-key.pem"
-[[upstreams]]
-name = "echo"
-targets = ["127.0.0.1:$UP_PORT"]
-[[consumers]]
-name = "bench"
-scopes = ["read"]
-[[consumers.api_keys]]
-digest = "$API_DIGEST"
-[[authenticators]]
-name = "keys"
-type = "api_key"
-[[routes]]
-name = "open"
-path_prefix = "/open"
-upstream = "echo"
-auth = ["anonymous"]
-[[routes]]
-name = "key"
-path_prefix = "/key"
-upstream = "echo"
-auth = ["keys"]
-C
+. "$HERE/config.sh"
+new_api_key
+gateway_config >"$WORKDIR/gateway.toml"
 
 wait_200() { for _ in $(seq 1 600); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "x-api-key: $API_KEY" "$1" || true)" = 200 ] && return 0; sleep 0.1; done

@@ -338,64 +338,14 @@ EOF
 } >"$WORKDIR/nginx-proxy/nginx.conf"
 
 # API key for the /key route: the gateway stores only its digest.
-KEYOUT="$("$BIN" apikeys create --consumer bench)"
-API_KEY="$(printf '%s\n' "$KEYOUT" | awk '/^ *pak_/ {print $1; exit}')"
-API_DIGEST="$(printf '%s\n' "$KEYOUT" | sed -n 's/^digest = "\(sha256:[0-9a-f]*\)"$/\1/p' | head -1)"
+. "$HERE/config.sh"
+new_api_key
 [ -n "$API_KEY" ] && [ -n "$API_DIGEST" ] || { say "$KEYOUT"; die "could not parse 'portcullis apikeys create' output"; }
 CHECK_DIGEST="sha256:$(printf '%s' "$API_KEY" | sha256sum | awk '{print $1}')"
 [ "$CHECK_DIGEST" = "$API_DIGEST" ] || die "apikeys digest $API_DIGEST != sha256 of the key $CHECK_DIGEST"
 
 GW_CONFIG="$WORKDIR/gateway.toml"
-cat >"$GW_CONFIG" <<EOF
-listen = "127.0.0.1:$GW_PORT"
-admin_listen = "127.0.0.1:$GW_ADMIN_PORT"
-signing_key_file = "$WORKDIR/gw-key.pem"
-
-[limits]
-max_header_bytes = 16384
-max_body_bytes = 1048576
-
-[timeouts]
-request_ms = 5000
-
-[[upstreams]]
-name = "echo"
-targets = ["127.0.0.1:$UP_PORT"]
-
-[[consumers]]
-name = "bench"
-scopes = ["read"]
-[[consumers.api_keys]]
-digest = "$API_DIGEST"
-
-[[authenticators]]
-name = "keys"
-type = "api_key"
-
-[[authenticators]]
-name = "iam"
-type = "jwt"
-issuer = "http://127.0.0.1:$IAM_PORT"
-audience = "gateway"
-
-[[routes]]
-name = "open"
-path_prefix = "/open"
-upstream = "echo"
-auth = ["anonymous"]
-
-[[routes]]
-name = "key"
-path_prefix = "/key"
-upstream = "echo"
-auth = ["keys"]
-
-[[routes]]
-name = "jwt"
-path_prefix = "/jwt"
-upstream = "echo"
-auth = ["iam"]
-EOF
+gateway_config "$IAM_PORT" >"$GW_CONFIG"
 
 hr
 say "configs:   $WORKDIR/upstream/nginx.conf, $WORKDIR/nginx-proxy/nginx.conf, $GW_CONFIG"
