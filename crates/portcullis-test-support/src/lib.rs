@@ -384,9 +384,11 @@ fn ephemeral_low() -> Option<u16> {
 /// one after another, but `cargo test` runs each one's tests in parallel).
 fn random_offset(span: u16) -> u16 {
     use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    (h.finish() % u64::from(span - 1)) as u16 + 1
+    // RandomState is seeded randomly once per process.
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (seed % u64::from(span - 1)) as u16 + 1
 }
 
 /// The real `portcullis` binary running `iam serve` as a child process.

@@ -4,10 +4,8 @@
 
 mod dev_support;
 
-use dev_support::{BIN, KillOnDrop, banner, demo_users, dev_started};
-use portcullis_test_support::{
-    BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, free_port, http_client,
-};
+use dev_support::{BIN, DevPorts, KillOnDrop, banner, demo_users, dev_started};
+use portcullis_test_support::{BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, http_client};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -258,41 +256,41 @@ async fn dev_mode_prints_working_credentials_and_keeps_them() {
     }
 }
 
-/// The demo app of `portcullis dev` in headless Chromium (Debian's, driven
-/// by playwright-core from `interop/node`): sign in through the gateway's BFF
-/// on the IAM sign-in page, call the API, survive an access-token refresh,
-/// sign out (gone at the BFF and the IAM server). With
-/// `PORTCULLIS_SCREENSHOTS=1` it also refreshes `docs/bff-login-page.png`.
 /// A port that is taken makes dev exit at once, naming the address (the
 /// test helper `dev_started` retries on other ports when it reads this).
 #[test]
 fn dev_names_a_taken_port_and_exits() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken_at = taken.local_addr().unwrap().to_string();
-    let flags = [
-        "--listen",
-        "--admin-listen",
-        "--gateway-listen",
-        "--gateway-admin-listen",
-        "--demo-listen",
-        "--customers-listen",
-        "--security-listen",
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        (
+            "--listen",
+            DevPorts {
+                iam: port,
+                ..DevPorts::free()
+            },
+        ),
+        (
+            "--gateway-listen",
+            DevPorts {
+                gateway: port,
+                ..DevPorts::free()
+            },
+        ),
+        (
+            "--security-listen",
+            DevPorts {
+                security: port,
+                ..DevPorts::free()
+            },
+        ),
     ];
-    for flag in ["--listen", "--gateway-listen", "--security-listen"] {
+    for (flag, ports) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--log", "warn", "dev", "--data-dir"])
-            .arg(dir.path().join(".portcullis"));
-        for f in flags {
-            let at = if f == flag {
-                taken_at.clone()
-            } else {
-                format!("127.0.0.1:{}", free_port())
-            };
-            cmd.args([f, &at]);
-        }
         let mut child = KillOnDrop(
-            cmd.stdout(Stdio::null())
+            ports
+                .command(&dir.path().join(".portcullis"))
+                .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap(),
@@ -312,12 +310,17 @@ fn dev_names_a_taken_port_and_exits() {
         std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
         assert!(!status.success(), "{flag}: {err}");
         assert!(
-            err.contains(&format!("cannot listen on {taken_at}")),
+            err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
             "{flag}: {err}"
         );
     }
 }
 
+/// The demo app of `portcullis dev` in headless Chromium (Debian's, driven
+/// by playwright-core from `interop/node`): sign in through the gateway's BFF
+/// on the IAM sign-in page, call the API, survive an access-token refresh,
+/// sign out (gone at the BFF and the IAM server). With
+/// `PORTCULLIS_SCREENSHOTS=1` it also refreshes `docs/bff-login-page.png`.
 #[tokio::test]
 async fn dev_mode_demo_app_works_in_headless_chromium() {
     let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/node");
