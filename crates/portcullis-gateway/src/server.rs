@@ -472,6 +472,10 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header.max(8192) + 1024)
+        // One buffer per write: a small answer's head and body are copied
+        // together and sent with one `write`, not queued as separate slices
+        // for `writev` (about 0.5k instructions a request less, counted).
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()

@@ -217,7 +217,10 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body
         .map_err(|_| SendError::Connect)?
         .map_err(|_| SendError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // One buffer per write, as on the downstream side (server.rs).
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Hyper)?;
     tokio::spawn(async move {
