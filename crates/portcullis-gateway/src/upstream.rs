@@ -103,7 +103,7 @@ impl Pool {
                 Ordering::Relaxed,
             );
             metrics::counter!("portcullis_gateway_upstream_ejections_total", "upstream" => self.name.to_string()).increment(1);
-            tracing::warn!(upstream = %self.name, target = %t.addr, "target ejected after consecutive failures");
+            tracing::warn!(upstream = %self.name, addr = %t.addr, "target ejected after consecutive failures");
         }
     }
 
@@ -128,7 +128,7 @@ impl Pool {
                         Some(tls) => https_check(&tls.client(), t, &path, timeout).await,
                     };
                     if t.healthy.swap(ok, Ordering::Relaxed) != ok {
-                        tracing::warn!(upstream = %pool.name, target = %t.addr, healthy = ok, "health changed");
+                        tracing::warn!(upstream = %pool.name, addr = %t.addr, healthy = ok, "health changed");
                     }
                 }
                 tokio::time::sleep(interval).await;

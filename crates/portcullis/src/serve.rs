@@ -13,6 +13,12 @@ pub fn init_logging(log: &LogArgs) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
+    // The gateway writes its access log's JSON lines itself (about a sixth
+    // of the formatter's cost per line), in the formatter's shape.
+    portcullis_gateway::pipeline::access_log::write_json_directly(matches!(
+        log.log_format,
+        LogFormat::Json
+    ));
     let _ = match log.log_format {
         LogFormat::Json => builder
             .json()

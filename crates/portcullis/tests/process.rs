@@ -531,6 +531,119 @@ async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken
     assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
 }
 
+#[tokio::test]
+async fn the_gateway_binary_writes_one_json_access_line_per_request_and_never_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let log = dir.path().join("gateway.log");
+    // The upstream is the IAM server's /healthz: any HTTP server will do.
+    let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
+    let port = portcullis_test_support::free_port();
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"iam\"\ntargets = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath_prefix = \"/one\"\nupstream = \"iam\"\nauth = [\"anonymous\"]\nstrip_prefix = true\n",
+            iam.addr
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--log",
+            "warn,portcullis::access=info",
+            "gateway",
+            "serve",
+            "--config",
+        ])
+        .arg(&file)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let http = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{base}/one/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "gateway did not come up");
+    // Credentials in every place a client can put them.
+    let secrets = [
+        "query-secret-must-not-be-logged",
+        "bearer-secret-must-not-be-logged",
+        "key-secret-must-not-be-logged",
+    ];
+    let r = http
+        .get(format!("{base}/one/./healthz?api_key={}", secrets[0]))
+        .bearer_auth(secrets[1])
+        .header("x-api-key", secrets[2])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "a credential reached the log: {text}"
+        );
+    }
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON record per line ({e}): {l}"))
+        })
+        .filter(|v: &Value| v["target"] == "portcullis::access")
+        .collect();
+    let last = |path: &str| {
+        records
+            .iter()
+            .rev()
+            .find(|v| v["path"] == path)
+            .unwrap_or_else(|| panic!("no access record for {path}: {text}"))
+            .clone()
+    };
+    let ok = last("/one/healthz");
+    for (key, want) in [
+        ("level", json!("INFO")),
+        ("method", json!("GET")),
+        ("route", json!("r")),
+        ("status", json!(200)),
+        ("auth", json!("anonymous")),
+        ("subject", json!("anonymous")),
+        ("upstream", json!("iam")),
+        ("client", json!("127.0.0.1")),
+    ] {
+        assert_eq!(ok[key], want, "{key} in {ok}");
+    }
+    assert!(ok["ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{ok}");
+    let ts = ok["timestamp"].as_str().unwrap();
+    assert!(
+        ts.len() == 27 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "{ts}"
+    );
+    let refused = last("/nope");
+    assert_eq!(refused["status"], 404);
+    assert_eq!(refused["route"], "unmatched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
     use std::sync::atomic::AtomicUsize;

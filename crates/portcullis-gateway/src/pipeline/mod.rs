@@ -2,6 +2,7 @@
 //! normalize & match route → authenticate → authorize → rate-limit →
 //! propagate identity → proxy → log.
 
+pub mod access_log;
 pub mod authn;
 pub mod authz;
 pub mod propagate;

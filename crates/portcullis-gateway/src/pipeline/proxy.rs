@@ -312,7 +312,7 @@ pub async fn forward(
             if e.body_too_large() {
                 return Err(ProxyError::BodyTooLarge);
             }
-            tracing::warn!(upstream = %pool.name, target = %target.addr, error = %e, "upstream request failed");
+            tracing::warn!(upstream = %pool.name, addr = %target.addr, error = %e, "upstream request failed");
             pool.report(target, false);
             Err(ProxyError::Upstream)
         }

@@ -317,19 +317,17 @@ impl AccessLog {
         if !self.enabled {
             return;
         }
-        let status = status.as_u16();
-        tracing::info!(
-            target: "portcullis::access",
-            method = %self.method,
-            path = %self.path,
-            route = self.route,
-            status,
-            auth = self.auth,
-            subject = %self.subject,
-            upstream = %self.upstream,
-            client = %self.peer.ip(),
-            ms = elapsed.as_secs_f64() * 1000.0,
-        );
+        super::access_log::emit(&super::access_log::Record {
+            method: self.method.as_str(),
+            path: &self.path,
+            route: self.route,
+            status: status.as_u16(),
+            auth: self.auth,
+            subject: &self.subject,
+            upstream: &self.upstream,
+            client: self.peer.ip(),
+            ms: elapsed.as_secs_f64() * 1000.0,
+        });
     }
 }
 
