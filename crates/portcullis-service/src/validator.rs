@@ -244,29 +244,46 @@ impl Validator {
         token: &str,
         peer: Option<&PeerCertificate>,
     ) -> Result<Arc<Principal>, AuthError> {
-        let p = self.validate_token(token).await?;
+        let (p, _) = self.validate_token(token).await?;
         check_binding(&p, peer)?;
         Ok(p)
     }
 
-    async fn validate_token(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+    /// [`Validator::validate_bound`], also giving the token's SHA-256: the
+    /// key of the validated-token cache, for a caller that keys its own
+    /// caches by token too (the gateway's internal tokens). The token is
+    /// hashed once for both.
+    pub async fn validate_bound_with_digest(
+        &self,
+        token: &str,
+        peer: Option<&PeerCertificate>,
+    ) -> Result<(Arc<Principal>, [u8; 32]), AuthError> {
+        let (p, key) = self.validate_token(token).await?;
+        check_binding(&p, peer)?;
+        Ok((p, key))
+    }
+
+    /// Validates through the cache, keyed by the token's digest, which is
+    /// returned with the principal. (Without a cache the digest is one
+    /// hash beside the signature check every call then makes.)
+    async fn validate_token(&self, token: &str) -> Result<(Arc<Principal>, [u8; 32]), AuthError> {
         let now = self.clock.now();
-        let key = self.cache.as_ref().map(|_| digest(token));
-        if let (Some(cache), Some(k)) = (&self.cache, &key)
-            && let Some(p) = cache.get(k)
+        let key = digest(token);
+        if let Some(cache) = &self.cache
+            && let Some(p) = cache.get(&key)
         {
             if self
                 .revocations
                 .is_revoked(&p.token_id, &p.client_id, p.issued_at)
             {
-                cache.invalidate(k);
+                cache.invalidate(&key);
                 return Err(AuthError::Revoked);
             }
             if now < p.expires_at.saturating_add(self.policy.leeway) {
                 metrics::counter!("portcullis_token_cache_total", "result" => "hit").increment(1);
-                return Ok(p);
+                return Ok((p, key));
             }
-            cache.invalidate(k);
+            cache.invalidate(&key);
         }
         // Boxed: the miss path (signature check, maybe a JWKS fetch) has a
         // large future, and every caller's future would otherwise carry
@@ -281,10 +298,10 @@ impl Validator {
         };
         metrics::counter!("portcullis_token_validations_total", "result" => outcome).increment(1);
         let p = result?;
-        if let (Some(cache), Some(k)) = (&self.cache, key) {
-            cache.insert(k, p.clone());
+        if let Some(cache) = &self.cache {
+            cache.insert(key, p.clone());
         }
-        Ok(p)
+        Ok((p, key))
     }
 
     async fn validate_uncached(&self, token: &str, now: u64) -> Result<Arc<Principal>, AuthError> {

@@ -152,3 +152,33 @@ async fn a_token_revoked_at_the_iam_server_is_refused_within_the_poll_interval()
     let other = iam.access_token(&c).await;
     assert!(v.validate(&other).await.is_ok(), "only the revoked token");
 }
+
+#[tokio::test]
+async fn the_digest_given_with_a_principal_is_the_tokens_sha256_cached_or_not() {
+    let iss = FakeIssuer::start().await;
+    let t = iss.sign(&iss.claims("api"));
+    let sha256 = |t: &str| -> [u8; 32] {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes())
+            .as_ref()
+            .try_into()
+            .unwrap()
+    };
+    for capacity in [10, 0] {
+        let mut cfg = ValidatorConfig::new(&iss.issuer, "api");
+        cfg.cache_capacity = capacity;
+        let v = Validator::start(cfg).await;
+        // A miss, then (with the cache on) a hit: the same principal and digest.
+        let (first, d1) = v.validate_bound_with_digest(&t, None).await.unwrap();
+        let (again, d2) = v.validate_bound_with_digest(&t, None).await.unwrap();
+        assert_eq!(d1, sha256(&t), "cache capacity {capacity}");
+        assert_eq!(d2, d1);
+        assert_eq!(first.token_id, again.token_id);
+        // Refusals are the same as validate_bound's.
+        let mut forged = t.clone();
+        forged.push('A');
+        assert!(matches!(
+            v.validate_bound_with_digest(&forged, None).await,
+            Err(AuthError::Invalid(_))
+        ));
+    }
+}

@@ -332,12 +332,13 @@ impl Method {
                     return Ok(None);
                 };
                 // RFC 8705 §3: a certificate-bound token needs its certificate
-                // on this connection.
+                // on this connection. The validator's cache key (the token's
+                // SHA-256) also keys the internal-token cache.
                 match v
-                    .validate_bound(token, parts.extensions.get::<PeerCertificate>())
+                    .validate_bound_with_digest(token, parts.extensions.get::<PeerCertificate>())
                     .await
                 {
-                    Ok(p) => Ok(Some(Identity {
+                    Ok((p, digest)) => Ok(Some(Identity {
                         subject: p.subject.clone(),
                         consumer: None,
                         client_id: Some(p.client_id.clone()),
@@ -346,7 +347,7 @@ impl Method {
                         method: "jwt",
                         token_jti: Some(p.token_id.clone()),
                         expires_at: Some(p.expires_at),
-                        credential_digest: sha256(&[token.as_bytes()]),
+                        credential_digest: digest,
                         bearer: None,
                         // The service library already read the `act` chain.
                         actors: p.actors.iter().map(|a| a.subject.clone()).collect(),
