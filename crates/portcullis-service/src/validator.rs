@@ -9,7 +9,9 @@ use jsonwebtoken::Algorithm;
 use portcullis_ca::PeerCertificate;
 use portcullis_core::jose::validate::{Policy, ValidationError, inspect, verify};
 use portcullis_core::{Clock, SystemClock};
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Settings of a [`Validator`]. Secure by default: ES256 only, `typ` must
@@ -100,8 +102,74 @@ pub struct Validator {
     jwks: Arc<JwksCache>,
     revocations: Arc<RevocationList>,
     cache: Option<moka::sync::Cache<[u8; 32], Arc<Principal>>>,
+    /// Tells this validator's entries in the per-thread [`RECENT`] maps
+    /// from another's.
+    id: u64,
     clock: Arc<dyn Clock>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+static NEXT_VALIDATOR: AtomicU64 = AtomicU64::new(0);
+
+/// Per-thread entries at most; the map is emptied when full.
+const RECENT_MAX: usize = 256;
+
+/// A token this thread validated lately: whose, what, and its digest.
+struct Recent {
+    validator: u64,
+    principal: Arc<Principal>,
+    digest: [u8; 32],
+}
+
+thread_local! {
+    /// Each thread's recently validated tokens, in front of the shared
+    /// cache (only where that cache is on). A hit here skips the token's
+    /// SHA-256 and the shared cache's bookkeeping, about three quarters of
+    /// a shared hit's cost (benches/validation.rs); revocation and expiry
+    /// are checked on every hit all the same. Keyed by the token itself:
+    /// only tokens that validated are entered, so a caller cannot fill it
+    /// with strings of its choosing, and foldhash is seeded per process.
+    static RECENT: RefCell<foldhash::HashMap<Box<str>, Recent>> =
+        RefCell::new(foldhash::HashMap::default());
+}
+
+/// This thread's entry for `token`, if `validator` made it.
+fn recent_get(validator: u64, token: &str) -> Option<(Arc<Principal>, [u8; 32])> {
+    RECENT.with_borrow(|m| {
+        m.get(token)
+            .filter(|r| r.validator == validator)
+            .map(|r| (r.principal.clone(), r.digest))
+    })
+}
+
+fn recent_put(validator: u64, token: &str, principal: &Arc<Principal>, digest: [u8; 32]) {
+    RECENT.with_borrow_mut(|m| {
+        if m.len() >= RECENT_MAX && !m.contains_key(token) {
+            m.clear();
+        }
+        let r = Recent {
+            validator,
+            principal: principal.clone(),
+            digest,
+        };
+        match m.get_mut(token) {
+            Some(old) => *old = r,
+            None => {
+                m.insert(token.into(), r);
+            }
+        }
+    });
+}
+
+fn recent_remove(token: &str) {
+    RECENT.with_borrow_mut(|m| m.remove(token));
+}
+
+/// What a cached principal is good for now.
+enum Cached {
+    Good,
+    Expired,
+    Revoked,
 }
 
 impl std::fmt::Debug for Validator {
@@ -190,6 +258,7 @@ impl Validator {
             jwks: Arc::new(JwksCache::new(cfg.jwks)),
             revocations: Arc::new(RevocationList::new(revocations_url, cfg.revocation_poll)),
             cache,
+            id: NEXT_VALIDATOR.fetch_add(1, Ordering::Relaxed),
             clock,
             tasks: Vec::new(),
         }
@@ -263,27 +332,46 @@ impl Validator {
         Ok((p, key))
     }
 
-    /// Validates through the cache, keyed by the token's digest, which is
-    /// returned with the principal. (Without a cache the digest is one
-    /// hash beside the signature check every call then makes.)
+    /// Validates through the caches: this thread's recent tokens, then the
+    /// shared cache, keyed by the token's digest, which is returned with
+    /// the principal. (Without a cache the digest is one hash beside the
+    /// signature check every call then makes.)
     async fn validate_token(&self, token: &str) -> Result<(Arc<Principal>, [u8; 32]), AuthError> {
         let now = self.clock.now();
+        if let Some(cache) = &self.cache
+            && let Some((p, key)) = recent_get(self.id, token)
+        {
+            match self.still(&p, now) {
+                Cached::Good => {
+                    metrics::counter!("portcullis_token_cache_total", "result" => "hit")
+                        .increment(1);
+                    return Ok((p, key));
+                }
+                Cached::Revoked => {
+                    recent_remove(token);
+                    cache.invalidate(&key);
+                    return Err(AuthError::Revoked);
+                }
+                Cached::Expired => recent_remove(token),
+            }
+        }
         let key = digest(token);
         if let Some(cache) = &self.cache
             && let Some(p) = cache.get(&key)
         {
-            if self
-                .revocations
-                .is_revoked(&p.token_id, &p.client_id, p.issued_at)
-            {
-                cache.invalidate(&key);
-                return Err(AuthError::Revoked);
+            match self.still(&p, now) {
+                Cached::Good => {
+                    metrics::counter!("portcullis_token_cache_total", "result" => "hit")
+                        .increment(1);
+                    recent_put(self.id, token, &p, key);
+                    return Ok((p, key));
+                }
+                Cached::Revoked => {
+                    cache.invalidate(&key);
+                    return Err(AuthError::Revoked);
+                }
+                Cached::Expired => cache.invalidate(&key),
             }
-            if now < p.expires_at.saturating_add(self.policy.leeway) {
-                metrics::counter!("portcullis_token_cache_total", "result" => "hit").increment(1);
-                return Ok((p, key));
-            }
-            cache.invalidate(&key);
         }
         // Boxed: the miss path (signature check, maybe a JWKS fetch) has a
         // large future, and every caller's future would otherwise carry
@@ -300,8 +388,23 @@ impl Validator {
         let p = result?;
         if let Some(cache) = &self.cache {
             cache.insert(key, p.clone());
+            recent_put(self.id, token, &p, key);
         }
         Ok((p, key))
+    }
+
+    /// Whether a cached principal may still be used at `now`.
+    fn still(&self, p: &Principal, now: u64) -> Cached {
+        if self
+            .revocations
+            .is_revoked(&p.token_id, &p.client_id, p.issued_at)
+        {
+            Cached::Revoked
+        } else if now < p.expires_at.saturating_add(self.policy.leeway) {
+            Cached::Good
+        } else {
+            Cached::Expired
+        }
     }
 
     async fn validate_uncached(&self, token: &str, now: u64) -> Result<Arc<Principal>, AuthError> {

@@ -182,3 +182,52 @@ async fn the_digest_given_with_a_principal_is_the_tokens_sha256_cached_or_not() 
         ));
     }
 }
+
+/// The per-thread map of recent tokens sits in front of the shared cache:
+/// what it answers must be what the shared cache would.
+#[tokio::test]
+async fn a_tokens_recent_entry_serves_only_its_validator_and_expires_with_the_token() {
+    use portcullis_core::jose::validate::ValidationError;
+    let iss = FakeIssuer::start().await;
+    let clock = ManualClock::now_real();
+    let api = Validator::with_clock(ValidatorConfig::new(&iss.issuer, "api"), clock.clone());
+    let other = Validator::with_clock(ValidatorConfig::new(&iss.issuer, "other"), clock.clone());
+    let t = iss.sign(&iss.claims("api"));
+    // A miss, then hits on this thread.
+    for _ in 0..3 {
+        assert_eq!(api.validate(&t).await.unwrap().subject, "svc-a");
+    }
+    // Another validator on the same thread does not take `api`'s entry.
+    for _ in 0..2 {
+        assert_eq!(
+            other.validate(&t).await.unwrap_err(),
+            AuthError::Invalid(ValidationError::WrongAudience)
+        );
+    }
+    assert!(api.validate(&t).await.is_ok());
+    // Past `exp` and the 30 s leeway, the entry is refused like the token.
+    clock.advance(300 + 31);
+    assert_eq!(
+        api.validate(&t).await.unwrap_err(),
+        AuthError::Invalid(ValidationError::Expired)
+    );
+}
+
+#[tokio::test]
+async fn more_tokens_than_a_thread_keeps_recent_all_validate_again() {
+    let iss = FakeIssuer::start().await;
+    let v = Validator::start(ValidatorConfig::new(&iss.issuer, "api")).await;
+    let tokens: Vec<String> = (0..600)
+        .map(|i| {
+            let mut c = iss.claims("api");
+            c["sub"] = json!(format!("svc-{i}"));
+            iss.sign(&c)
+        })
+        .collect();
+    for round in 0..2 {
+        for (i, t) in tokens.iter().enumerate() {
+            let p = v.validate(t).await.unwrap();
+            assert_eq!(p.subject, format!("svc-{i}"), "round {round}");
+        }
+    }
+}
