@@ -102,7 +102,7 @@ pub struct Validator {
     jwks: Arc<JwksCache>,
     revocations: Arc<RevocationList>,
     cache: Option<moka::sync::Cache<[u8; 32], Arc<Principal>>>,
-    /// Tells this validator's entries in the per-thread [`RECENT`] maps
+    /// Tells this validator's entries in the per-thread [`RECENT`] slots
     /// from another's.
     id: u64,
     clock: Arc<dyn Clock>,
@@ -111,58 +111,77 @@ pub struct Validator {
 
 static NEXT_VALIDATOR: AtomicU64 = AtomicU64::new(0);
 
-/// Per-thread entries at most; the map is emptied when full.
-const RECENT_MAX: usize = 256;
+/// Slots per thread in [`RECENT`].
+const RECENT_SLOTS: usize = 256;
 
-/// A token this thread validated lately: whose, what, and its digest.
-struct Recent {
+/// A token this thread validated lately: whose, which, what, and its
+/// digest. The token's `String` is reused when the slot is, so a slot
+/// changing hands allocates nothing once warm.
+#[derive(Default)]
+struct Slot {
     validator: u64,
-    principal: Arc<Principal>,
-    digest: [u8; 32],
+    token: String,
+    entry: Option<(Arc<Principal>, [u8; 32])>,
+}
+
+/// Direct-mapped: a token has one slot, picked by its hash; a newer token
+/// takes the slot of an older one.
+#[derive(Default)]
+struct Recent {
+    hasher: foldhash::fast::RandomState,
+    slots: Vec<Slot>,
+}
+
+impl Recent {
+    fn slot(&mut self, token: &str) -> &mut Slot {
+        use std::hash::BuildHasher;
+        if self.slots.is_empty() {
+            self.slots.resize_with(RECENT_SLOTS, Slot::default);
+        }
+        let i = self.hasher.hash_one(token) as usize % RECENT_SLOTS;
+        &mut self.slots[i]
+    }
 }
 
 thread_local! {
     /// Each thread's recently validated tokens, in front of the shared
     /// cache (only where that cache is on). A hit here skips the token's
-    /// SHA-256 and the shared cache's bookkeeping, about three quarters of
-    /// a shared hit's cost (benches/validation.rs); revocation and expiry
-    /// are checked on every hit all the same. Keyed by the token itself:
-    /// only tokens that validated are entered, so a caller cannot fill it
-    /// with strings of its choosing, and foldhash is seeded per process.
-    static RECENT: RefCell<foldhash::HashMap<Box<str>, Recent>> =
-        RefCell::new(foldhash::HashMap::default());
+    /// SHA-256 and the shared cache's bookkeeping, about four fifths of a
+    /// shared hit's cost (benches/validation.rs); revocation and expiry are
+    /// checked on every hit all the same. Keyed by the token itself; only
+    /// tokens that validated are entered.
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
 }
 
 /// This thread's entry for `token`, if `validator` made it.
 fn recent_get(validator: u64, token: &str) -> Option<(Arc<Principal>, [u8; 32])> {
-    RECENT.with_borrow(|m| {
-        m.get(token)
-            .filter(|r| r.validator == validator)
-            .map(|r| (r.principal.clone(), r.digest))
+    RECENT.with_borrow_mut(|r| {
+        let s = r.slot(token);
+        if s.validator == validator && s.token == token {
+            s.entry.clone()
+        } else {
+            None
+        }
     })
 }
 
 fn recent_put(validator: u64, token: &str, principal: &Arc<Principal>, digest: [u8; 32]) {
-    RECENT.with_borrow_mut(|m| {
-        if m.len() >= RECENT_MAX && !m.contains_key(token) {
-            m.clear();
-        }
-        let r = Recent {
-            validator,
-            principal: principal.clone(),
-            digest,
-        };
-        match m.get_mut(token) {
-            Some(old) => *old = r,
-            None => {
-                m.insert(token.into(), r);
-            }
-        }
+    RECENT.with_borrow_mut(|r| {
+        let s = r.slot(token);
+        s.validator = validator;
+        s.token.clear();
+        s.token.push_str(token);
+        s.entry = Some((principal.clone(), digest));
     });
 }
 
 fn recent_remove(token: &str) {
-    RECENT.with_borrow_mut(|m| m.remove(token));
+    RECENT.with_borrow_mut(|r| {
+        let s = r.slot(token);
+        if s.token == token {
+            s.entry = None;
+        }
+    });
 }
 
 /// What a cached principal is good for now.
