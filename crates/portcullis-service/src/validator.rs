@@ -357,13 +357,23 @@ impl Validator {
     /// signature check every call then makes.)
     async fn validate_token(&self, token: &str) -> Result<(Arc<Principal>, [u8; 32]), AuthError> {
         let now = self.clock.now();
-        if let Some(cache) = &self.cache
-            && let Some((p, key)) = recent_get(self.id, token)
-        {
+        // This thread's slot first: a hit there needs no digest.
+        let (cached, key, in_slot) =
+            match self.cache.as_ref().and_then(|_| recent_get(self.id, token)) {
+                Some((p, key)) => (Some(p), key, true),
+                None => {
+                    let key = digest(token);
+                    (self.cache.as_ref().and_then(|c| c.get(&key)), key, false)
+                }
+            };
+        if let (Some(cache), Some(p)) = (&self.cache, cached) {
             match self.still(&p, now) {
                 Cached::Good => {
                     metrics::counter!("portcullis_token_cache_total", "result" => "hit")
                         .increment(1);
+                    if !in_slot {
+                        recent_put(self.id, token, &p, key);
+                    }
                     return Ok((p, key));
                 }
                 Cached::Revoked => {
@@ -371,25 +381,10 @@ impl Validator {
                     cache.invalidate(&key);
                     return Err(AuthError::Revoked);
                 }
-                Cached::Expired => recent_remove(token),
-            }
-        }
-        let key = digest(token);
-        if let Some(cache) = &self.cache
-            && let Some(p) = cache.get(&key)
-        {
-            match self.still(&p, now) {
-                Cached::Good => {
-                    metrics::counter!("portcullis_token_cache_total", "result" => "hit")
-                        .increment(1);
-                    recent_put(self.id, token, &p, key);
-                    return Ok((p, key));
-                }
-                Cached::Revoked => {
+                Cached::Expired => {
+                    recent_remove(token);
                     cache.invalidate(&key);
-                    return Err(AuthError::Revoked);
                 }
-                Cached::Expired => cache.invalidate(&key),
             }
         }
         // Boxed: the miss path (signature check, maybe a JWKS fetch) has a
