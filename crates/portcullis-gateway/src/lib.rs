@@ -14,6 +14,7 @@ mod admin;
 pub mod bff;
 pub mod config;
 pub mod framing;
+pub mod h1;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;

@@ -540,7 +540,7 @@ async fn serve_connection<IO>(
                     pipeline::Reject::Framing("ambiguous message framing").into_response(),
                 );
             }
-            Ok(pipeline::handle(rt, req, peer, affinity.as_deref()).await)
+            Ok(pipeline::handle(rt, req, peer, affinity.as_ref()).await)
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);

@@ -30,7 +30,7 @@ pub async fn handle(
     rt: Arc<Runtime>,
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
-    affinity: Option<&proxy::Affinity>,
+    affinity: Option<&Arc<proxy::Affinity>>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -56,7 +56,7 @@ async fn run(
     rt: &Runtime,
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
-    affinity: Option<&proxy::Affinity>,
+    affinity: Option<&Arc<proxy::Affinity>>,
     log: &mut reply::AccessLog,
 ) -> Result<Response<Body>, Reject> {
     let (mut parts, body) = req.into_parts();

@@ -3,17 +3,16 @@
 //! exchange is bounded by the request timeout (504); connection failures
 //! are 502.
 
+use crate::h1;
 use crate::upstream::Pool;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Body type used on both sides.
@@ -134,14 +133,14 @@ fn remove_connection_named(h: &mut HeaderMap) {
 ///
 /// A keep-alive client sends its requests one after another, so the
 /// connection serving it keeps its own upstream connection per target and
-/// sends straight through it: no shared-pool checkout, no task spawned per
-/// request to hand the connection back. Targets are still picked per
-/// request (round robin, health, ejection); an unused held connection just
-/// waits with its downstream connection and closes with it. HTTP/2
-/// downstream connections multiplex, so they use the shared pool.
+/// drives it from its own task ([`crate::h1`]): no shared-pool checkout, no
+/// task per upstream connection. Targets are still picked per request
+/// (round robin, health, ejection); an unused held connection just waits
+/// with its downstream connection and closes with it. HTTP/2 downstream
+/// connections multiplex, so they use the shared pool.
 #[derive(Default)]
 pub struct Affinity {
-    held: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
+    held: Mutex<Vec<(SocketAddr, Box<h1::Conn>)>>,
 }
 
 /// At most this many upstream connections per downstream connection (one
@@ -149,18 +148,19 @@ pub struct Affinity {
 const MAX_HELD: usize = 8;
 
 impl Affinity {
-    fn take(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+    fn take(&self, addr: SocketAddr) -> Option<Box<h1::Conn>> {
         let mut held = self.held.lock().ok()?;
         let i = held.iter().position(|(a, _)| *a == addr)?;
-        let (_, s) = held.swap_remove(i);
-        (!s.is_closed()).then_some(s)
+        let (_, mut c) = held.swap_remove(i);
+        c.usable().then_some(c)
     }
 
-    fn put(&self, addr: SocketAddr, s: SendRequest<Body>) {
+    /// Keeps `c`, idle, for the next request to `addr`.
+    pub(crate) fn put(&self, addr: SocketAddr, c: Box<h1::Conn>) {
         if let Ok(mut held) = self.held.lock()
             && held.len() < MAX_HELD
         {
-            held.push((addr, s));
+            held.push((addr, c));
         }
     }
 }
@@ -172,24 +172,22 @@ pub struct Via<'a> {
     /// The shared keep-alive pool.
     pub client: &'a UpstreamClient,
     /// The downstream connection's connections (HTTP/1.1 only).
-    pub affinity: Option<&'a Affinity>,
+    pub affinity: Option<&'a Arc<Affinity>>,
     /// Connect timeout for a new connection.
     pub connect_timeout: Duration,
 }
 
 enum SendError {
-    Connect,
     Legacy(hyper_util::client::legacy::Error),
-    Hyper(hyper::Error),
+    H1(h1::Error),
 }
 
 impl SendError {
     /// The request body outgrew its limit while being streamed up.
     fn body_too_large(&self) -> bool {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = match self {
-            SendError::Connect => None,
             SendError::Legacy(e) => Some(e),
-            SendError::Hyper(e) => Some(e),
+            SendError::H1(e) => Some(e),
         };
         while let Some(c) = cause {
             if c.is::<http_body_util::LengthLimitError>() {
@@ -204,63 +202,42 @@ impl SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Connect => f.write_str("connect failed or timed out"),
             SendError::Legacy(e) => e.fmt(f),
-            SendError::Hyper(e) => e.fmt(f),
+            SendError::H1(e) => e.fmt(f),
         }
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<h1::Conn>, h1::Error> {
+    tokio::time::timeout(timeout, h1::Conn::connect(addr))
         .await
-        .map_err(|_| SendError::Connect)?
-        .map_err(|_| SendError::Connect)?;
-    let _ = stream.set_nodelay(true);
-    // One buffer per write, as on the downstream side (server.rs).
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(SendError::Hyper)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+        .map_err(|_| h1::Error::Connect)?
 }
 
 /// Sends over the downstream connection's own upstream connection to
 /// `addr`, opening one if it has none (or the held one has closed).
 async fn send_direct(
-    affinity: &Affinity,
+    affinity: &Arc<Affinity>,
     addr: SocketAddr,
     connect_timeout: Duration,
-    mut req: Request<Body>,
-) -> Result<Response<hyper::body::Incoming>, SendError> {
-    if let Some(mut sender) = affinity.take(addr)
-        && sender.ready().await.is_ok()
-    {
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                affinity.put(addr, sender);
-                return Ok(resp);
-            }
-            // Not sent (the upstream closed the idle connection first):
-            // safe to send again on a new one.
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => req = unsent,
-                None => return Err(SendError::Hyper(e.into_error())),
-            },
+    req: Request<Body>,
+) -> Result<Response<Body>, h1::Error> {
+    let held = affinity.take(addr);
+    let mut out = h1::Outgoing::new(req, Vec::new());
+    if let Some(conn) = held {
+        match h1::exchange(conn, &mut out).await {
+            Ok((head, conn)) => return Ok(h1::respond(head, conn, affinity, addr)),
+            // The upstream had closed the idle connection: a request that
+            // can be sent again goes out on a new one.
+            Err(e) if out.may_retry(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     // Boxed: connecting is rare on a keep-alive connection, and its future
-    // (connect, handshake) would otherwise size every request's future.
-    let mut sender = Box::pin(connect(addr, connect_timeout)).await?;
-    let resp = sender.send_request(req).await.map_err(SendError::Hyper)?;
-    affinity.put(addr, sender);
-    Ok(resp)
+    // would otherwise size every request's future.
+    let conn = Box::pin(connect(addr, connect_timeout)).await?;
+    let (head, conn) = h1::exchange(conn, &mut out).await?;
+    Ok(h1::respond(head, conn, affinity, addr))
 }
 
 /// Forwards `req` with `path_and_query` as its target to a target of `pool`.
@@ -295,9 +272,17 @@ pub async fn forward(
     let started = std::time::Instant::now();
     let exchange = async {
         match (affinity, &pool.tls) {
-            (Some(a), _) => send_direct(a, target.addr, via.connect_timeout, req).await,
-            (None, Some(tls)) => tls.client().request(req).await.map_err(SendError::Legacy),
-            (None, None) => via.client.request(req).await.map_err(SendError::Legacy),
+            (Some(a), _) => send_direct(a, target.addr, via.connect_timeout, req)
+                .await
+                .map_err(SendError::H1),
+            (None, tls) => {
+                let sent = match tls {
+                    Some(tls) => tls.client().request(req).await,
+                    None => via.client.request(req).await,
+                };
+                sent.map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+                    .map_err(SendError::Legacy)
+            }
         }
     };
     let result = tokio::time::timeout(timeout, exchange).await;
@@ -322,12 +307,9 @@ pub async fn forward(
                 !resp.status().is_server_error()
                     || resp.status() == http::StatusCode::NOT_IMPLEMENTED,
             );
-            let (mut parts, body) = resp.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(
-                parts,
-                body.map_err(|e| Box::new(e) as BoxError).boxed(),
-            ))
+            let mut resp = resp;
+            remove_hop_by_hop(resp.headers_mut());
+            Ok(resp)
         }
     }
 }

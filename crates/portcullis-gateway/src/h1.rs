@@ -1,0 +1,849 @@
+//! HTTP/1.1 to a plain-HTTP upstream, driven in the task of the downstream
+//! connection that sends the request.
+//!
+//! hyper's client runs each connection as a task of its own: a request is
+//! queued to it, the answer's head comes back through a oneshot channel and
+//! its body through another channel, so a proxied request wakes two tasks
+//! several times. Here the downstream connection's task writes the request
+//! and reads the answer itself, and a small answer that arrives whole is
+//! handed on as one buffer.
+//!
+//! Parsing is httparse's (the parser under hyper). Message framing follows
+//! RFC 9112 §6.3, strictly, because a proxy that reads a body boundary
+//! differently from its upstream is a smuggling vector: an answer with both
+//! `Transfer-Encoding` and `Content-Length`, with differing or malformed
+//! `Content-Length` values, a bad chunk size or an unexpected `101` is an
+//! error (502), never guessed at.
+
+use crate::pipeline::proxy::{Affinity, Body, BoxError};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest answer head accepted (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields an answer may carry (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// The most a chunk-size line, or all trailer fields together, may take.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Read buffer reserve before each read.
+const READ_RESERVE: usize = 16 * 1024;
+/// A request body is written once this much is buffered (and at its end).
+const WRITE_FLUSH: usize = 64 * 1024;
+
+/// One upstream connection.
+pub struct Conn {
+    io: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Has carried an exchange before (an idle connection the upstream may
+    /// have closed meanwhile).
+    reused: bool,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Error {
+    /// Connecting failed or timed out.
+    Connect,
+    /// Reading or writing the socket failed.
+    Io(io::Error),
+    /// The upstream closed the connection before a whole answer head.
+    Closed {
+        /// Nothing at all of an answer had arrived.
+        nothing_received: bool,
+    },
+    /// The answer head does not parse.
+    Parse(httparse::Error),
+    /// The answer head is larger than [`MAX_HEAD`].
+    HeadTooLarge,
+    /// The answer's framing is ambiguous or malformed.
+    Framing(&'static str),
+    /// The request body failed (the client went away, or it outgrew its
+    /// limit).
+    Body(BoxError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Connect => f.write_str("connect failed or timed out"),
+            Error::Io(e) => write!(f, "upstream i/o: {e}"),
+            Error::Closed { .. } => f.write_str("upstream closed the connection before answering"),
+            Error::Parse(e) => write!(f, "upstream answer head: {e}"),
+            Error::HeadTooLarge => f.write_str("upstream answer head too large"),
+            Error::Framing(why) => write!(f, "upstream answer framing: {why}"),
+            Error::Body(e) => write!(f, "request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Body(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl Conn {
+    /// Opens a connection to `addr` (`TCP_NODELAY`).
+    pub async fn connect(addr: SocketAddr) -> Result<Box<Conn>, Error> {
+        let io = TcpStream::connect(addr).await.map_err(|_| Error::Connect)?;
+        let _ = io.set_nodelay(true);
+        Ok(Box::new(Conn {
+            io,
+            rbuf: BytesMut::with_capacity(READ_RESERVE),
+            wbuf: Vec::with_capacity(4096),
+            reused: false,
+        }))
+    }
+
+    /// Whether an idle connection can carry another request: the upstream
+    /// has neither closed it nor sent anything unasked. The event loop
+    /// already knows whether the socket turned readable, so the common
+    /// answer (it did not) costs no system call.
+    pub fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut b = [0u8; 1];
+                matches!(self.io.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// A request ready to go: its head encoded, its body waiting.
+pub struct Outgoing {
+    head: Vec<u8>,
+    body: Option<Body>,
+    chunked: bool,
+    /// The answer has no body whatever its headers say (RFC 9112 §6.3).
+    head_request: bool,
+    /// Safe to send again on a new connection if the first one turned out
+    /// closed: an idempotent method (RFC 9110 §9.2.2) without a body.
+    retryable: bool,
+}
+
+impl Outgoing {
+    /// Encodes `req`, whose target is already in origin form and whose
+    /// hop-by-hop headers are already removed, into `buf` (cleared first).
+    pub fn new(req: http::Request<Body>, mut buf: Vec<u8>) -> Outgoing {
+        let (parts, body) = req.into_parts();
+        buf.clear();
+        buf.extend_from_slice(parts.method.as_str().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str)
+                .as_bytes(),
+        );
+        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        let hint = http_body::Body::size_hint(&body);
+        let empty = http_body::Body::is_end_stream(&body);
+        let mut chunked = false;
+        if !empty && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            match hint.exact() {
+                Some(n) => {
+                    buf.extend_from_slice(b"content-length: ");
+                    buf.extend_from_slice(n.to_string().as_bytes());
+                    buf.extend_from_slice(b"\r\n");
+                }
+                None => {
+                    buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    chunked = true;
+                }
+            }
+        }
+        buf.extend_from_slice(b"\r\n");
+        let retryable = empty
+            && matches!(
+                parts.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            );
+        Outgoing {
+            head: buf,
+            body: (!empty).then_some(body),
+            chunked,
+            head_request: parts.method == Method::HEAD,
+            retryable,
+        }
+    }
+
+    /// Whether the request may be sent again after `e` on a held idle
+    /// connection: it went out on a connection the upstream had closed
+    /// meanwhile, and nothing came back.
+    pub fn may_retry(&self, e: &Error) -> bool {
+        self.retryable
+            && matches!(
+                e,
+                Error::Closed {
+                    nothing_received: true
+                } | Error::Io(_)
+            )
+    }
+}
+
+/// How the answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length`: this many bytes still to come.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// A chunk-size line.
+    Size,
+    /// This many bytes of chunk data still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer fields after the last chunk; bytes of them seen so far.
+    Trailers(usize),
+}
+
+/// One step of decoding a body from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Data(Bytes),
+    Done,
+    More,
+    Invalid(&'static str),
+}
+
+impl Framing {
+    /// Takes the next piece of body from `buf`. `eof`: the upstream has
+    /// closed the connection and `buf` holds all there will be.
+    fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Step {
+        loop {
+            match self {
+                Framing::Empty => return Step::Done,
+                Framing::Length(0) => return Step::Done,
+                Framing::Length(rem) => {
+                    if buf.is_empty() {
+                        return if eof {
+                            Step::Invalid("closed inside the body")
+                        } else {
+                            Step::More
+                        };
+                    }
+                    let n = usize::try_from(*rem).unwrap_or(usize::MAX).min(buf.len());
+                    *rem -= n as u64;
+                    return Step::Data(buf.split_to(n).freeze());
+                }
+                Framing::Close => {
+                    if !buf.is_empty() {
+                        return Step::Data(buf.split().freeze());
+                    }
+                    return if eof { Step::Done } else { Step::More };
+                }
+                Framing::Chunked(c) => match *c {
+                    Chunk::Size => match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            buf.advance(used);
+                            *c = if size == 0 {
+                                Chunk::Trailers(0)
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                            return Step::Invalid("chunk-size line too long");
+                        }
+                        Ok(httparse::Status::Partial) => return more(eof),
+                        Err(_) => return Step::Invalid("bad chunk size"),
+                    },
+                    Chunk::Data(rem) => {
+                        if buf.is_empty() {
+                            return more(eof);
+                        }
+                        let n = usize::try_from(rem).unwrap_or(usize::MAX).min(buf.len());
+                        let left = rem - n as u64;
+                        *c = if left == 0 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left)
+                        };
+                        return Step::Data(buf.split_to(n).freeze());
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return more(eof);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Step::Invalid("chunk data not followed by CRLF");
+                        }
+                        buf.advance(2);
+                        *c = Chunk::Size;
+                    }
+                    Chunk::Trailers(seen) => {
+                        // Trailer fields are not forwarded; each line is
+                        // skipped until the empty one that ends the body.
+                        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                            if seen + buf.len() > MAX_TRAILERS {
+                                return Step::Invalid("trailers too large");
+                            }
+                            return more(eof);
+                        };
+                        buf.advance(end + 2);
+                        if end == 0 {
+                            *self = Framing::Length(0);
+                            return Step::Done;
+                        }
+                        if seen + end + 2 > MAX_TRAILERS {
+                            return Step::Invalid("trailers too large");
+                        }
+                        *c = Chunk::Trailers(seen + end + 2);
+                    }
+                },
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+fn more(eof: bool) -> Step {
+    if eof {
+        Step::Invalid("closed inside the body")
+    } else {
+        Step::More
+    }
+}
+
+/// An answer head, parsed.
+pub struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Sends `out` over `conn` and reads the answer head. On failure the
+/// connection is dropped; `out` still holds the request head, so a request
+/// without a body can be sent again ([`Outgoing::may_retry`]).
+pub async fn exchange(mut conn: Box<Conn>, out: &mut Outgoing) -> Result<(Head, Box<Conn>), Error> {
+    let reused = conn.reused;
+    conn.reused = true;
+    write_request(&mut conn, out).await?;
+    loop {
+        if let Some(head) = read_head(&mut conn, out.head_request, reused).await? {
+            // The head's buffer is the connection's for its next request.
+            conn.wbuf = std::mem::take(&mut out.head);
+            return Ok((head, conn));
+        }
+    }
+}
+
+async fn write_request(conn: &mut Conn, out: &mut Outgoing) -> Result<(), Error> {
+    let Some(mut body) = out.body.take() else {
+        return conn.io.write_all(&out.head).await.map_err(Error::Io);
+    };
+    // The body goes out behind the head, in the same buffer: a small one
+    // in the same write.
+    let buf = &mut out.head;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Error::Body)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if out.chunked {
+            buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            buf.extend_from_slice(&data);
+            buf.extend_from_slice(b"\r\n");
+        } else {
+            buf.extend_from_slice(&data);
+        }
+        if buf.len() >= WRITE_FLUSH {
+            conn.io.write_all(buf).await.map_err(Error::Io)?;
+            buf.clear();
+        }
+    }
+    if out.chunked {
+        buf.extend_from_slice(b"0\r\n\r\n");
+    }
+    conn.io.write_all(buf).await.map_err(Error::Io)
+}
+
+/// Reads and parses one answer head: `None` for an interim (1xx) answer,
+/// which is skipped.
+async fn read_head(
+    conn: &mut Conn,
+    head_request: bool,
+    reused: bool,
+) -> Result<Option<Head>, Error> {
+    let mut received = !conn.rbuf.is_empty();
+    loop {
+        if !conn.rbuf.is_empty() {
+            received = true;
+            if let Some(head) = parse_head(&mut conn.rbuf, head_request)? {
+                return Ok(head);
+            }
+            if conn.rbuf.len() > MAX_HEAD {
+                return Err(Error::HeadTooLarge);
+            }
+        }
+        conn.rbuf.reserve(READ_RESERVE);
+        match conn.io.read_buf(&mut conn.rbuf).await {
+            Ok(0) => {
+                return Err(Error::Closed {
+                    nothing_received: !received,
+                });
+            }
+            Ok(_) => {}
+            // A reset before any answer, on a connection the upstream may
+            // have closed while idle, is the same as a close.
+            Err(e) if reused && !received && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Error::Closed {
+                    nothing_received: true,
+                });
+            }
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+}
+
+/// Parses an answer head at the front of `buf`, taking it out of `buf`.
+/// `Ok(None)`: not all there yet. `Ok(Some(None))`: an interim answer,
+/// skipped.
+#[allow(clippy::option_option)]
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<Head>>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+        Err(e) => return Err(Error::Parse(e)),
+    };
+    let code = resp.code.unwrap_or(0);
+    let http10 = resp.version == Some(0);
+    // Where each name and value lies in the head, so that the head can be
+    // frozen and each value shared from it without a copy.
+    let base = buf.as_ptr() as usize;
+    let mut at = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let n = resp.headers.len();
+    for (slot, h) in at.iter_mut().zip(resp.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *slot = (name, name + h.name.len(), value, value + h.value.len());
+    }
+    let head = buf.split_to(len).freeze();
+    if (100..200).contains(&code) {
+        if code == 101 {
+            return Err(Error::Framing("101 Switching Protocols was not asked for"));
+        }
+        return Ok(Some(None));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Framing("bad status code"))?;
+    let mut headers = HeaderMap::with_capacity(n);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = http10;
+    for &(ns, ne, vs, ve) in &at[..n] {
+        let name =
+            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Framing("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| Error::Framing("bad header value"))?;
+        if name == http::header::CONTENT_LENGTH {
+            let v = parse_length(value.as_bytes()).ok_or(Error::Framing("bad Content-Length"))?;
+            if length.is_some_and(|l| l != v) {
+                return Err(Error::Framing("conflicting Content-Length values"));
+            }
+            length = Some(v);
+        } else if name == http::header::TRANSFER_ENCODING {
+            // The last coding of the last field decides (RFC 9112 §6.3).
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == http::header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = if head_request || code == 204 || code == 304 {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Framing("both Transfer-Encoding and Content-Length"));
+            }
+            (Some(true), None) => Framing::Chunked(Chunk::Size),
+            (Some(false), None) | (None, None) => Framing::Close,
+            (None, Some(l)) => Framing::Length(l),
+        }
+    };
+    let keep_alive = !close && framing != Framing::Close;
+    Ok(Some(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    })))
+}
+
+/// A `Content-Length` value: digits only (no sign, no list).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Turns an answer head from [`exchange`] into the answer to forward: its
+/// body is read from `conn`, which goes back to `home` (under `addr`) once
+/// the body has been read to its end if it can carry another request.
+pub fn respond(
+    head: Head,
+    mut conn: Box<Conn>,
+    home: &Arc<Affinity>,
+    addr: SocketAddr,
+) -> Response<Body> {
+    let Head {
+        status,
+        headers,
+        mut framing,
+        keep_alive,
+    } = head;
+    let answer = |body: Body| {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    };
+    // The common case: the whole body is already here.
+    let whole = match framing {
+        Framing::Empty => Some(Bytes::new()),
+        Framing::Length(n) if n <= conn.rbuf.len() as u64 => {
+            Some(conn.rbuf.split_to(n as usize).freeze())
+        }
+        _ => None,
+    };
+    if let Some(data) = whole {
+        // Bytes beyond the answer were not asked for: the connection is
+        // not reused.
+        if keep_alive && conn.rbuf.is_empty() {
+            home.put(addr, conn);
+        }
+        let body = http_body_util::Full::new(data).map_err(|never| match never {});
+        return answer(body.boxed());
+    }
+    if framing == Framing::Empty {
+        framing = Framing::Close;
+    }
+    let body = Incoming {
+        conn: Some(conn),
+        framing,
+        home: keep_alive.then(|| (home.clone(), addr)),
+        eof: false,
+    };
+    answer(body.boxed())
+}
+
+/// An answer body read from its upstream connection as it is polled.
+struct Incoming {
+    conn: Option<Box<Conn>>,
+    framing: Framing,
+    /// Where the connection goes after the body, if it can be reused.
+    home: Option<(Arc<Affinity>, SocketAddr)>,
+    eof: bool,
+}
+
+impl Incoming {
+    /// The body has been read to its end: the connection goes home if it
+    /// can carry another request (nothing unasked after the answer).
+    fn finish(&mut self) {
+        if let (Some(conn), Some((home, addr))) = (self.conn.take(), self.home.take())
+            && !self.eof
+            && conn.rbuf.is_empty()
+        {
+            home.put(addr, conn);
+        }
+    }
+}
+
+impl http_body::Body for Incoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing.step(&mut conn.rbuf, this.eof) {
+                Step::Data(data) => {
+                    // hyper stops polling a body once it has written the
+                    // length it was told: the last piece ends it here.
+                    if this.framing == Framing::Length(0) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Step::Invalid(why) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(Error::Framing(why)))));
+                }
+                Step::More => {
+                    conn.rbuf.reserve(READ_RESERVE);
+                    match ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut conn.io),
+                        cx,
+                        &mut conn.rbuf
+                    )) {
+                        Ok(0) => this.eof = true,
+                        Ok(_) => {}
+                        Err(e) => {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(Box::new(Error::Io(e)))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.conn {
+            Some(_) => self.framing.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(framing: Framing, pieces: &[&[u8]]) -> Result<Vec<u8>, &'static str> {
+        let mut f = framing;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut pieces = pieces.iter();
+        loop {
+            let eof = pieces.len() == 0;
+            match f.step(&mut buf, eof) {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::Done => return Ok(out),
+                Step::Invalid(why) => return Err(why),
+                Step::More => buf.extend_from_slice(pieces.next().ok_or("more wanted at eof")?),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_in_any_split() {
+        let wire: &[u8] = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for at in 1..wire.len() {
+            let (a, b) = wire.split_at(at);
+            assert_eq!(
+                decode(Framing::Chunked(Chunk::Size), &[a, b]).unwrap(),
+                b"hello world",
+                "split at {at}"
+            );
+        }
+        let bytewise: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(
+            decode(Framing::Chunked(Chunk::Size), &bytewise).unwrap(),
+            b"hello world"
+        );
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            assert!(
+                decode(Framing::Chunked(Chunk::Size), &[wire]).is_err(),
+                "{wire:?}"
+            );
+        }
+        // Closed before the last chunk.
+        assert!(decode(Framing::Chunked(Chunk::Size), &[b"5\r\nhello\r\n"]).is_err());
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(decode(Framing::Chunked(Chunk::Size), &[&long]).is_err());
+    }
+
+    #[test]
+    fn length_and_close_delimited_bodies() {
+        assert_eq!(
+            decode(Framing::Length(5), &[b"he", b"llo"]).unwrap(),
+            b"hello"
+        );
+        assert!(decode(Framing::Length(5), &[b"he"]).is_err());
+        assert_eq!(decode(Framing::Close, &[b"he", b"llo"]).unwrap(), b"hello");
+        assert_eq!(decode(Framing::Empty, &[]).unwrap(), b"");
+    }
+
+    fn head(wire: &[u8], head_request: bool) -> Result<Option<Option<Head>>, Error> {
+        parse_head(&mut BytesMut::from(wire), head_request)
+    }
+
+    fn framing(wire: &[u8]) -> Result<(Framing, bool), String> {
+        match head(wire, false) {
+            Ok(Some(Some(h))) => Ok((h.framing, h.keep_alive)),
+            Ok(other) => Err(format!("not a final head: {}", other.is_some())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn answer_framing_follows_rfc_9112() {
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n"),
+            Ok((Framing::Length(12), true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\ncontent-length: 12\r\n\r\n"),
+            Ok((Framing::Length(12), true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Ok((Framing::Chunked(Chunk::Size), true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n"),
+            Ok((Framing::Close, false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Ok((Framing::Close, false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n"),
+            Ok((Framing::Length(1), false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"),
+            Ok((Framing::Length(1), false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n"),
+            Ok((Framing::Length(1), true))
+        );
+        // A HEAD answer has no body whatever it says.
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", true),
+            Ok(Some(Some(Head {
+                framing: Framing::Empty,
+                ..
+            })))
+        ));
+        // Interim answers are skipped.
+        assert!(matches!(
+            head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            Ok(Some(None))
+        ));
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-le", false),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_answers_are_errors() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(framing(wire).is_err(), "{}", String::from_utf8_lossy(wire));
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let wire = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(matches!(
+            head(wire.as_bytes(), false),
+            Err(Error::HeadTooLarge)
+        ));
+    }
+
+    #[test]
+    fn header_values_are_shared_from_the_head() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: one\r\nx-b: two\r\n\r\nBODY"[..]);
+        let h = parse_head(&mut buf, false).unwrap().unwrap().unwrap();
+        assert_eq!(h.headers["x-a"], "one");
+        assert_eq!(h.headers["x-b"], "two");
+        assert_eq!(&buf[..], b"BODY");
+    }
+}
