@@ -105,9 +105,15 @@ impl Conn {
         Ok(Box::new(Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_RESERVE),
-            wbuf: Vec::with_capacity(4096),
+            wbuf: Vec::new(),
             reused: false,
         }))
+    }
+
+    /// The buffer of this connection's last request head, to encode the
+    /// next one in without allocating.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.wbuf)
     }
 
     /// Whether an idle connection can carry another request: the upstream
@@ -451,7 +457,22 @@ async fn read_head(
 /// skipped.
 #[allow(clippy::option_option)]
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<Head>>, Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Most answers have a handful of fields: room for 32 is made first
+    // (the slots are initialised for every answer), for 100 only if needed.
+    match parse_head_in::<32>(buf, head_request) {
+        Err(Error::HeadTooLarge) if buf.len() <= MAX_HEAD => {
+            parse_head_in::<MAX_HEADERS>(buf, head_request)
+        }
+        r => r,
+    }
+}
+
+#[allow(clippy::option_option)]
+fn parse_head_in<const N: usize>(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<Option<Head>>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; N];
     let mut resp = httparse::Response::new(&mut slots);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
@@ -462,15 +483,22 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<He
     };
     let code = resp.code.unwrap_or(0);
     let http10 = resp.version == Some(0);
-    // Where each name and value lies in the head, so that the head can be
-    // frozen and each value shared from it without a copy.
+    // Where each name and value lies in the head (offsets below
+    // MAX_HEAD), so that the head can be frozen and each value shared from
+    // it without a copy.
     let base = buf.as_ptr() as usize;
-    let mut at = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut at = [(0u32, 0u32, 0u32, 0u32); N];
     let n = resp.headers.len();
+    let offset = |p: *const u8| (p as usize - base) as u32;
     for (slot, h) in at.iter_mut().zip(resp.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *slot = (name, name + h.name.len(), value, value + h.value.len());
+        let name = offset(h.name.as_ptr());
+        let value = offset(h.value.as_ptr());
+        *slot = (
+            name,
+            name + h.name.len() as u32,
+            value,
+            value + h.value.len() as u32,
+        );
     }
     let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {
@@ -480,11 +508,16 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<He
         return Ok(Some(None));
     }
     let status = StatusCode::from_u16(code).map_err(|_| Error::Framing("bad status code"))?;
-    let mut headers = HeaderMap::with_capacity(n);
+    // Room for more than the answer needs: once hyper's server has written
+    // the answer, it keeps this map for the connection's next request,
+    // whose fields the pipeline adds to (`X-Forwarded-*`, the internal
+    // token) and which would otherwise grow it (1.2k instructions a request).
+    let mut headers = HeaderMap::with_capacity(n.max(16));
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = http10;
     for &(ns, ne, vs, ve) in &at[..n] {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let name =
             HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Framing("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
@@ -830,6 +863,14 @@ mod tests {
         ] {
             assert!(framing(wire).is_err(), "{}", String::from_utf8_lossy(wire));
         }
+        // Up to MAX_HEADERS fields are taken (past the first 32 slots).
+        let fifty: String = (0..50).map(|i| format!("x-{i}: {i}\r\n")).collect();
+        let wire = format!("HTTP/1.1 200 OK\r\n{fifty}content-length: 0\r\n\r\n");
+        let Ok(Some(Some(h))) = head(wire.as_bytes(), false) else {
+            panic!("50 fields refused")
+        };
+        assert_eq!(h.headers.len(), 51);
+        assert_eq!(h.headers["x-49"], "49");
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         let wire = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
         assert!(matches!(

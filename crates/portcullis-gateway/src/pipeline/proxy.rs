@@ -222,8 +222,12 @@ async fn send_direct(
     connect_timeout: Duration,
     req: Request<Body>,
 ) -> Result<Response<Body>, h1::Error> {
-    let held = affinity.take(addr);
-    let mut out = h1::Outgoing::new(req, Vec::new());
+    let mut held = affinity.take(addr);
+    // The held connection's buffer, kept from its last request.
+    let buf = held
+        .as_mut()
+        .map_or_else(|| Vec::with_capacity(1024), |c| c.take_buffer());
+    let mut out = h1::Outgoing::new(req, buf);
     if let Some(conn) = held {
         match h1::exchange(conn, &mut out).await {
             Ok((head, conn)) => return Ok(h1::respond(head, conn, affinity, addr)),
