@@ -7,8 +7,10 @@
 //! answers 400 with `Connection: close`.
 //!
 //! Request boundaries are followed through `Content-Length` bodies. After a
-//! chunked body, heads are no longer inspected: hyper re-frames everything
-//! it forwards, so the upstream never sees ambiguous framing either way.
+//! chunked body, heads are no longer inspected: every body is re-framed on
+//! its way up (hyper's server decodes it, the upstream client, `h1.rs` or
+//! hyper's, encodes it again), so the upstream never sees ambiguous framing
+//! either way.
 
 use std::io;
 use std::pin::Pin;
