@@ -45,9 +45,6 @@ pub struct Conn {
     io: TcpStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
-    /// Has carried an exchange before (an idle connection the upstream may
-    /// have closed meanwhile).
-    reused: bool,
 }
 
 /// Why an exchange failed.
@@ -106,7 +103,6 @@ impl Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_RESERVE),
             wbuf: Vec::new(),
-            reused: false,
         }))
     }
 
@@ -138,6 +134,8 @@ pub struct Outgoing {
     head: Vec<u8>,
     body: Option<Body>,
     chunked: bool,
+    /// The `Content-Length` the head declares; the body sent must match it.
+    length: Option<u64>,
     /// The answer has no body whatever its headers say (RFC 9112 §6.3).
     head_request: bool,
     /// Safe to send again on a new connection if the first one turned out
@@ -170,12 +168,20 @@ impl Outgoing {
         let hint = http_body::Body::size_hint(&body);
         let empty = http_body::Body::is_end_stream(&body);
         let mut chunked = false;
-        if !empty && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        // A declared length that does not parse is sent as no length at
+        // all: the body's own end is then checked against nothing, so the
+        // request is refused below instead (`Some(u64::MAX)` never matches).
+        let mut length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .map(|v| parse_length(v.as_bytes()).unwrap_or(u64::MAX));
+        if !empty && length.is_none() {
             match hint.exact() {
                 Some(n) => {
                     buf.extend_from_slice(b"content-length: ");
                     buf.extend_from_slice(n.to_string().as_bytes());
                     buf.extend_from_slice(b"\r\n");
+                    length = Some(n);
                 }
                 None => {
                     buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -198,21 +204,24 @@ impl Outgoing {
             head: buf,
             body: (!empty).then_some(body),
             chunked,
+            length,
             head_request: parts.method == Method::HEAD,
             retryable,
         }
     }
 
-    /// Whether the request may be sent again after `e` on a held idle
-    /// connection: it went out on a connection the upstream had closed
-    /// meanwhile, and nothing came back.
+    /// Whether the request may be sent again on a new connection after `e`
+    /// on a held one: the upstream had closed it (EOF or reset, or a write
+    /// refused) before anything of an answer came back, and the request is
+    /// idempotent and has no body. The caller sends again only what went
+    /// out on a held connection.
     pub fn may_retry(&self, e: &Error) -> bool {
         self.retryable
             && matches!(
                 e,
                 Error::Closed {
                     nothing_received: true
-                } | Error::Io(_)
+                }
             )
     }
 }
@@ -278,21 +287,34 @@ impl Framing {
                     return if eof { Step::Done } else { Step::More };
                 }
                 Framing::Chunked(c) => match *c {
-                    Chunk::Size => match httparse::parse_chunk_size(buf) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            buf.advance(used);
-                            *c = if size == 0 {
-                                Chunk::Trailers(0)
-                            } else {
-                                Chunk::Data(size)
-                            };
-                        }
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    Chunk::Size => {
+                        // httparse takes a line without digits as size 0
+                        // and a bare LF inside an extension; hyper's own
+                        // decoder refuses both, and so does this one.
+                        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+                            if buf.len() > MAX_CHUNK_LINE {
+                                return Step::Invalid("chunk-size line too long");
+                            }
+                            return more(eof);
+                        };
+                        if lf > MAX_CHUNK_LINE {
                             return Step::Invalid("chunk-size line too long");
                         }
-                        Ok(httparse::Status::Partial) => return more(eof),
-                        Err(_) => return Step::Invalid("bad chunk size"),
-                    },
+                        if lf == 0 || buf[lf - 1] != b'\r' || !buf[0].is_ascii_hexdigit() {
+                            return Step::Invalid("bad chunk-size line");
+                        }
+                        match httparse::parse_chunk_size(&buf[..=lf]) {
+                            Ok(httparse::Status::Complete((used, size))) if used == lf + 1 => {
+                                buf.advance(used);
+                                *c = if size == 0 {
+                                    Chunk::Trailers(0)
+                                } else {
+                                    Chunk::Data(size)
+                                };
+                            }
+                            _ => return Step::Invalid("bad chunk size"),
+                        }
+                    }
                     Chunk::Data(rem) => {
                         if buf.is_empty() {
                             return more(eof);
@@ -368,35 +390,112 @@ pub struct Head {
 /// Sends `out` over `conn` and reads the answer head. On failure the
 /// connection is dropped; `out` still holds the request head, so a request
 /// without a body can be sent again ([`Outgoing::may_retry`]).
+///
+/// A request body is written while the answer is awaited: an upstream may
+/// answer before it has read the whole body (a 413 for an upload it will
+/// not take, say), and that answer is forwarded. The connection is then
+/// not used again.
 pub async fn exchange(mut conn: Box<Conn>, out: &mut Outgoing) -> Result<(Head, Box<Conn>), Error> {
-    let reused = conn.reused;
-    conn.reused = true;
-    write_request(&mut conn, out).await?;
-    loop {
-        if let Some(head) = read_head(&mut conn, out.head_request, reused).await? {
-            // The head's buffer is the connection's for its next request.
-            conn.wbuf = std::mem::take(&mut out.head);
-            return Ok((head, conn));
+    let mut head = match out.body.take() {
+        None => {
+            if out.length.is_some_and(|n| n != 0) {
+                return Err(body_mismatch());
+            }
+            if conn.io.write_all(&out.head).await.is_err() {
+                // Refused before anything was read: as good as closed.
+                return Err(Error::Closed {
+                    nothing_received: conn.rbuf.is_empty(),
+                });
+            }
+            read_head(&mut conn, out.head_request).await?
         }
+        Some(body) => {
+            let Conn { io, rbuf, .. } = &mut *conn;
+            let (mut rd, mut wr) = io.split();
+            let write = write_body(&mut wr, &mut out.head, body, out.chunked, out.length);
+            let read = read_head_from(&mut rd, rbuf, out.head_request);
+            tokio::pin!(write, read);
+            let mut written = false;
+            loop {
+                tokio::select! {
+                    w = &mut write, if !written => match w {
+                        Ok(()) => written = true,
+                        // The client's side failed: nothing to wait for.
+                        Err(e @ Error::Body(_)) => return Err(e),
+                        // The upstream stopped reading: its answer, if it
+                        // sent one before closing, is still read.
+                        Err(_) => written = true,
+                    },
+                    h = &mut read => {
+                        let mut head = h?;
+                        if !written {
+                            head.keep_alive = false;
+                        }
+                        break head;
+                    }
+                }
+            }
+        }
+    };
+    if out.head.capacity() <= KEEP_BUFFER {
+        // The head's buffer is the connection's for its next request.
+        out.head.clear();
+        conn.wbuf = std::mem::take(&mut out.head);
     }
+    if head.framing == Framing::Empty && !conn.rbuf.is_empty() && head.keep_alive {
+        // Bytes after a bodiless answer were not asked for.
+        head.keep_alive = false;
+    }
+    Ok((head, conn))
 }
 
-async fn write_request(conn: &mut Conn, out: &mut Outgoing) -> Result<(), Error> {
-    let Some(mut body) = out.body.take() else {
-        return conn.io.write_all(&out.head).await.map_err(Error::Io);
-    };
-    // The body goes out behind the head, in the same buffer: a small one
-    // in the same write.
-    let buf = &mut out.head;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(Error::Body)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
+/// A request buffer larger than this (it carried a body) is not kept with
+/// its connection.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+fn body_mismatch() -> Error {
+    Error::Body("the request body does not match its Content-Length".into())
+}
+
+/// Writes the head in `buf` and then the body. A frame the body has ready
+/// goes out with what is buffered (a small body in the head's write); while
+/// the body waits, what is buffered is written first, so the upstream sees
+/// the head at once.
+async fn write_body(
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    buf: &mut Vec<u8>,
+    mut body: Body,
+    chunked: bool,
+    length: Option<u64>,
+) -> Result<(), Error> {
+    let mut sent: u64 = 0;
+    loop {
+        let ready = std::future::poll_fn(|cx| {
+            Poll::Ready(http_body::Body::poll_frame(Pin::new(&mut body), cx))
+        })
+        .await;
+        let frame = match ready {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !buf.is_empty() {
+                    wr.write_all(buf).await.map_err(Error::Io)?;
+                    buf.clear();
+                }
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.map_err(Error::Body)?.into_data() else {
+            continue; // trailers are not forwarded
         };
         if data.is_empty() {
             continue;
         }
-        if out.chunked {
+        sent += data.len() as u64;
+        if length.is_some_and(|n| sent > n) {
+            return Err(body_mismatch());
+        }
+        if chunked {
             buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             buf.extend_from_slice(&data);
             buf.extend_from_slice(b"\r\n");
@@ -404,45 +503,56 @@ async fn write_request(conn: &mut Conn, out: &mut Outgoing) -> Result<(), Error>
             buf.extend_from_slice(&data);
         }
         if buf.len() >= WRITE_FLUSH {
-            conn.io.write_all(buf).await.map_err(Error::Io)?;
+            wr.write_all(buf).await.map_err(Error::Io)?;
             buf.clear();
         }
     }
-    if out.chunked {
+    if length.is_some_and(|n| sent != n) {
+        return Err(body_mismatch());
+    }
+    if chunked {
         buf.extend_from_slice(b"0\r\n\r\n");
     }
-    conn.io.write_all(buf).await.map_err(Error::Io)
+    wr.write_all(buf).await.map_err(Error::Io)?;
+    buf.clear();
+    Ok(())
 }
 
-/// Reads and parses one answer head: `None` for an interim (1xx) answer,
-/// which is skipped.
-async fn read_head(
-    conn: &mut Conn,
+/// Reads and parses the answer head, skipping interim (1xx) answers.
+async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Head, Error> {
+    let Conn { io, rbuf, .. } = conn;
+    let (mut rd, _) = io.split();
+    read_head_from(&mut rd, rbuf, head_request).await
+}
+
+async fn read_head_from(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    rbuf: &mut BytesMut,
     head_request: bool,
-    reused: bool,
-) -> Result<Option<Head>, Error> {
-    let mut received = !conn.rbuf.is_empty();
+) -> Result<Head, Error> {
+    // Anything at all of an answer, interim ones included.
+    let mut received = !rbuf.is_empty();
     loop {
-        if !conn.rbuf.is_empty() {
+        if !rbuf.is_empty() {
             received = true;
-            if let Some(head) = parse_head(&mut conn.rbuf, head_request)? {
-                return Ok(head);
-            }
-            if conn.rbuf.len() > MAX_HEAD {
-                return Err(Error::HeadTooLarge);
+            match parse_head(rbuf, head_request)? {
+                Some(Some(head)) => return Ok(head),
+                // An interim answer was taken out: parse again.
+                Some(None) => continue,
+                None if rbuf.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
+                None => {}
             }
         }
-        conn.rbuf.reserve(READ_RESERVE);
-        match conn.io.read_buf(&mut conn.rbuf).await {
+        rbuf.reserve(READ_RESERVE);
+        match rd.read_buf(rbuf).await {
             Ok(0) => {
                 return Err(Error::Closed {
                     nothing_received: !received,
                 });
             }
             Ok(_) => {}
-            // A reset before any answer, on a connection the upstream may
-            // have closed while idle, is the same as a close.
-            Err(e) if reused && !received && e.kind() == io::ErrorKind::ConnectionReset => {
+            // A reset before any answer is the same as a close.
+            Err(e) if !received && e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(Error::Closed {
                     nothing_received: true,
                 });
@@ -460,8 +570,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<He
     // Most answers have a handful of fields: room for 32 is made first
     // (the slots are initialised for every answer), for 100 only if needed.
     match parse_head_in::<32>(buf, head_request) {
-        Err(Error::HeadTooLarge) if buf.len() <= MAX_HEAD => {
-            parse_head_in::<MAX_HEADERS>(buf, head_request)
+        Err(Error::Parse(httparse::Error::TooManyHeaders)) => {
+            match parse_head_in::<MAX_HEADERS>(buf, head_request) {
+                Err(Error::Parse(httparse::Error::TooManyHeaders)) => Err(Error::HeadTooLarge),
+                r => r,
+            }
         }
         r => r,
     }
@@ -478,7 +591,6 @@ fn parse_head_in<const N: usize>(
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
         Err(e) => return Err(Error::Parse(e)),
     };
     let code = resp.code.unwrap_or(0);
@@ -560,7 +672,9 @@ fn parse_head_in<const N: usize>(
             (None, Some(l)) => Framing::Length(l),
         }
     };
-    let keep_alive = !close && framing != Framing::Close;
+    // Chunked framing in an HTTP/1.0 answer is faulty (RFC 9112 §6.1): the
+    // body is read as framed, and the connection is not used again.
+    let keep_alive = !close && framing != Framing::Close && !(http10 && chunked.is_some());
     Ok(Some(Some(Head {
         status,
         headers,
@@ -589,7 +703,7 @@ pub fn respond(
     let Head {
         status,
         headers,
-        mut framing,
+        framing,
         keep_alive,
     } = head;
     let answer = |body: Body| {
@@ -614,9 +728,6 @@ pub fn respond(
         }
         let body = http_body_util::Full::new(data).map_err(|never| match never {});
         return answer(body.boxed());
-    }
-    if framing == Framing::Empty {
-        framing = Framing::Close;
     }
     let body = Incoming {
         conn: Some(conn),
@@ -755,6 +866,13 @@ mod tests {
             b"5\r\nhelloXX0\r\n\r\n",
             b"-5\r\nhello\r\n0\r\n\r\n",
             b"fffffffffffffffff\r\n",
+            // No digits: httparse alone would read these as the last chunk.
+            b"5\r\nhello\r\n\r\n\r\n",
+            b"5\r\nhello\r\n  \r\n\r\n",
+            b"5\r\nhello\r\n;x\r\n\r\n",
+            // A bare LF ends no line.
+            b"5;a=b\nc\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
         ] {
             assert!(
                 decode(Framing::Chunked(Chunk::Size), &[wire]).is_err(),
@@ -827,6 +945,13 @@ mod tests {
         assert_eq!(
             framing(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n"),
             Ok((Framing::Length(1), true))
+        );
+        // Chunked in HTTP/1.0 is faulty: read as framed, never reused.
+        assert_eq!(
+            framing(
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
+            ),
+            Ok((Framing::Chunked(Chunk::Size), false))
         );
         // A HEAD answer has no body whatever it says.
         assert!(matches!(

@@ -532,6 +532,36 @@ async fn spoofed_identity_and_forwarding_headers_never_reach_the_upstream() {
         .unwrap();
     let p = e.internal.validate(token).await.unwrap();
     assert_eq!(p.subject, "anonymous", "the forged bearer was replaced");
+
+    // `Connection` naming the headers the gateway adds removes none of
+    // them: hop-by-hop headers go before the gateway adds its own.
+    let seen = upstream_saw(
+        e.http
+            .get(e.url("/public/x"))
+            .header(
+                "connection",
+                "authorization, x-forwarded-for, x-forwarded-proto, x-forwarded-host",
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let h = seen["headers"].as_object().unwrap();
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{h:?}");
+    assert!(
+        h.contains_key("x-forwarded-proto") && h.contains_key("x-forwarded-host"),
+        "{h:?}"
+    );
+    let token = h["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    assert_eq!(
+        e.internal.validate(token).await.unwrap().subject,
+        "anonymous"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

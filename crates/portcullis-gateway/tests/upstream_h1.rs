@@ -89,6 +89,15 @@ fn script(method: &str, path: &str, conn: usize, n: usize) -> Option<Answer> {
                 close: false,
             }
         }
+        "/early-close" => Answer {
+            pieces: vec![b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nfull".to_vec()],
+            close: true,
+        },
+        // Answers, then neither reads nor closes for a while.
+        "/early-open" => Answer {
+            pieces: vec![b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nfull".to_vec()],
+            close: false,
+        },
         "/silent" => return None,
         // The first connection's second request goes unanswered (the
         // upstream closes it); any later one is answered.
@@ -109,6 +118,11 @@ async fn read_request(
             let mut words = head.split(' ');
             let method = words.next()?.to_owned();
             let path = words.next()?.to_owned();
+            // `/early…` is answered after its head, its body unread.
+            if path.starts_with("/early") {
+                buf.drain(..end + 4);
+                return Some((method, path, Vec::new()));
+            }
             let len: usize = head
                 .lines()
                 .find_map(|l| {
@@ -165,6 +179,11 @@ async fn scripted_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                         }
                     }
                     if a.close {
+                        return;
+                    }
+                    if path == "/early-open" {
+                        // Neither reads the body nor closes.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
                         return;
                     }
                 }
@@ -445,4 +464,38 @@ impl http_body::Body for Frames {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_is_forwarded() {
+    let (up, _) = scripted_upstream().await;
+    let gw = gateway(up).await;
+    // 8 MB: more than the loopback socket buffers hold, so the gateway's
+    // write of the body blocks once the upstream stops reading.
+    let big = Bytes::from(vec![b'x'; 8 * 1024 * 1024]);
+    for path in ["/early-close", "/early-open"] {
+        let mut c = connect(gw.addr).await;
+        c.ready().await.unwrap();
+        let req = http::Request::post(path)
+            .header("host", "gw")
+            .body(
+                Full::new(big.clone())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        let r = c.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        assert_eq!(
+            &r.into_body().collect().await.unwrap().to_bytes()[..],
+            b"full",
+            "{path}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{path}: answered before the upstream gave up"
+        );
+    }
+    gw.shutdown(Duration::from_secs(1)).await;
 }

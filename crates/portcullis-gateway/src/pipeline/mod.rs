@@ -130,6 +130,10 @@ async fn run(
     let forwarded_host = host_header
         .clone()
         .or_else(|| host.and_then(|h| http::HeaderValue::from_str(h).ok()));
+    // Hop-by-hop headers go first, those `Connection` names included: a
+    // client could otherwise name the headers added next (the internal
+    // token, `X-Forwarded-For`) and have them removed on the way up.
+    proxy::remove_hop_by_hop(&mut parts.headers);
     propagate::rewrite(
         &mut parts.headers,
         &rt.config.identity_headers,

@@ -33,6 +33,10 @@ pub enum ProxyError {
     Timeout,
     /// The request body exceeded the limit while streaming: 413.
     BodyTooLarge,
+    /// The client's request body failed while it was sent on (the client
+    /// went away, or its body did not match its framing): 400. Not the
+    /// upstream's fault, so not counted against its target.
+    RequestBody,
 }
 
 /// Builds the upstream client.
@@ -270,7 +274,8 @@ pub async fn forward(
             .map_err(|_| ProxyError::Upstream)?,
     };
     *req.version_mut() = http::Version::HTTP_11;
-    remove_hop_by_hop(req.headers_mut());
+    // Hop-by-hop headers were removed before the pipeline added its own
+    // (`pipeline::run`), so that `Connection` cannot name those.
     req.headers_mut()
         .insert(http::header::HOST, target.host.clone());
     let started = std::time::Instant::now();
@@ -300,6 +305,10 @@ pub async fn forward(
         Ok(Err(e)) => {
             if e.body_too_large() {
                 return Err(ProxyError::BodyTooLarge);
+            }
+            if let SendError::H1(h1::Error::Body(e)) = &e {
+                tracing::debug!(error = %e, "request body failed on its way up");
+                return Err(ProxyError::RequestBody);
             }
             tracing::warn!(upstream = %pool.name, addr = %target.addr, error = %e, "upstream request failed");
             pool.report(target, false);

@@ -220,6 +220,11 @@ impl Reject {
                 "bad_gateway",
                 "no healthy upstream",
             ),
+            Reject::Proxy(ProxyError::RequestBody) => json_body(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "request body ended early or was malformed",
+            ),
             Reject::Proxy(ProxyError::Upstream) => json_body(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
