@@ -6,6 +6,10 @@
 //! rewriting, no metrics, no timeouts. What the gateway costs above this is
 //! its pipeline; what this costs above nginx is the engine.
 //!
+//! Since 4b60578 the gateway drives its plain-HTTP upstream connections
+//! itself (`h1.rs`) instead of through hyper's client, so on the upstream
+//! side this is hyper's cost, not a floor under the gateway's.
+//!
 //! ```sh
 //! cargo run --release -p portcullis-gateway --example hyper_floor -- LISTEN UPSTREAM [WORKERS]
 //! ```
