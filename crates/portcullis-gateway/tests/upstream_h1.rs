@@ -228,7 +228,7 @@ async fn gateway(up: SocketAddr) -> portcullis_gateway::RunningGateway {
         .unwrap()
 }
 
-type Client = SendRequest<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>;
+type Client = SendRequest<Outgoing>;
 
 /// One downstream keep-alive connection to the gateway.
 async fn connect(gw: SocketAddr) -> Client {
@@ -240,22 +240,31 @@ async fn connect(gw: SocketAddr) -> Client {
     send
 }
 
-fn empty() -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
+fn full(b: Bytes) -> Outgoing {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+fn empty() -> Outgoing {
+    full(Bytes::new())
+}
+
+type Outgoing = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// `method path` to the gateway with `body`.
+fn request(method: &str, path: &str, body: Outgoing) -> http::Request<Outgoing> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "gw")
+        .body(body)
+        .unwrap()
 }
 
 /// Sends `method path` and returns the status and the whole body (or the
 /// body's error).
 async fn call(c: &mut Client, method: &str, path: &str) -> (u16, Result<Vec<u8>, String>) {
     c.ready().await.unwrap();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "gw")
-        .body(empty())
-        .unwrap();
+    let req = request(method, path, empty());
     let r = c.send_request(req).await.unwrap();
     let status = r.status().as_u16();
     let body = r
@@ -365,10 +374,7 @@ async fn malformed_or_ambiguous_answers_are_502_and_never_forwarded() {
     for path in ["/bad-chunk", "/cut"] {
         let mut c = connect(gw.addr).await;
         c.ready().await.unwrap();
-        let req = http::Request::get(path)
-            .header("host", "gw")
-            .body(empty())
-            .unwrap();
+        let req = request("GET", path, empty());
         match c.send_request(req).await {
             Err(e) => assert!(e.is_incomplete_message(), "{path}: {e}"),
             Ok(r) => {
@@ -417,14 +423,7 @@ async fn request_bodies_reach_the_upstream_whole_by_length_or_chunked() {
     let mut c = connect(gw.addr).await;
     // Content-Length.
     c.ready().await.unwrap();
-    let req = http::Request::post("/echo")
-        .header("host", "gw")
-        .body(
-            Full::new(Bytes::from_static(b"0123456789"))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .unwrap();
+    let req = request("POST", "/echo", full(Bytes::from_static(b"0123456789")));
     let r = c.send_request(req).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -439,10 +438,7 @@ async fn request_bodies_reach_the_upstream_whole_by_length_or_chunked() {
         .flat_map(|i| vec![b'a' + (i % 26) as u8; 1000])
         .collect();
     c.ready().await.unwrap();
-    let req = http::Request::post("/echo")
-        .header("host", "gw")
-        .body(Frames(frames).boxed())
-        .unwrap();
+    let req = request("POST", "/echo", Frames(frames).boxed());
     let r = c.send_request(req).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.into_body().collect().await.unwrap().to_bytes() == want);
@@ -476,14 +472,7 @@ async fn an_early_answer_to_an_upload_is_forwarded() {
     for path in ["/early-close", "/early-open"] {
         let mut c = connect(gw.addr).await;
         c.ready().await.unwrap();
-        let req = http::Request::post(path)
-            .header("host", "gw")
-            .body(
-                Full::new(big.clone())
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .unwrap();
+        let req = request("POST", path, full(big.clone()));
         let started = std::time::Instant::now();
         let r = c.send_request(req).await.unwrap();
         assert_eq!(r.status(), 413, "{path}");
