@@ -396,7 +396,7 @@ pub struct Head {
 /// not take, say), and that answer is forwarded. The connection is then
 /// not used again.
 pub async fn exchange(mut conn: Box<Conn>, out: &mut Outgoing) -> Result<(Head, Box<Conn>), Error> {
-    let mut head = match out.body.take() {
+    let head = match out.body.take() {
         None => {
             if out.length.is_some_and(|n| n != 0) {
                 return Err(body_mismatch());
@@ -415,22 +415,24 @@ pub async fn exchange(mut conn: Box<Conn>, out: &mut Outgoing) -> Result<(Head, 
             let write = write_body(&mut wr, &mut out.head, body, out.chunked, out.length);
             let read = read_head_from(&mut rd, rbuf, out.head_request);
             tokio::pin!(write, read);
-            let mut written = false;
+            // `None` while the body is being written; then whether all of it
+            // went out.
+            let mut written: Option<bool> = None;
             loop {
                 tokio::select! {
-                    w = &mut write, if !written => match w {
-                        Ok(()) => written = true,
+                    w = &mut write, if written.is_none() => match w {
+                        Ok(()) => written = Some(true),
                         // The client's side failed: nothing to wait for.
                         Err(e @ Error::Body(_)) => return Err(e),
                         // The upstream stopped reading: its answer, if it
                         // sent one before closing, is still read.
-                        Err(_) => written = true,
+                        Err(_) => written = Some(false),
                     },
                     h = &mut read => {
                         let mut head = h?;
-                        if !written {
-                            head.keep_alive = false;
-                        }
+                        // Only a connection that carried the whole request
+                        // can carry another.
+                        head.keep_alive &= written == Some(true);
                         break head;
                     }
                 }
@@ -441,10 +443,6 @@ pub async fn exchange(mut conn: Box<Conn>, out: &mut Outgoing) -> Result<(Head, 
         // The head's buffer is the connection's for its next request.
         out.head.clear();
         conn.wbuf = std::mem::take(&mut out.head);
-    }
-    if head.framing == Framing::Empty && !conn.rbuf.is_empty() && head.keep_alive {
-        // Bytes after a bodiless answer were not asked for.
-        head.keep_alive = false;
     }
     Ok((head, conn))
 }
