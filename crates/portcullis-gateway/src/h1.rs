@@ -226,9 +226,9 @@ impl Outgoing {
     }
 }
 
-/// How the answer's body is delimited.
+/// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// No body.
     Empty,
     /// `Content-Length`: this many bytes still to come.
@@ -240,7 +240,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// A chunk-size line.
     Size,
     /// This many bytes of chunk data still to come.
@@ -253,7 +253,7 @@ enum Chunk {
 
 /// One step of decoding a body from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+pub(crate) enum Step {
     Data(Bytes),
     Done,
     More,
@@ -261,9 +261,14 @@ enum Step {
 }
 
 impl Framing {
-    /// Takes the next piece of body from `buf`. `eof`: the upstream has
+    /// A chunked body, from its first chunk-size line.
+    pub(crate) fn chunked() -> Framing {
+        Framing::Chunked(Chunk::Size)
+    }
+
+    /// Takes the next piece of body from `buf`. `eof`: the peer has
     /// closed the connection and `buf` holds all there will be.
-    fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Step {
+    pub(crate) fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Step {
         loop {
             match self {
                 Framing::Empty => return Step::Done,
@@ -362,7 +367,7 @@ impl Framing {
         }
     }
 
-    fn size_hint(&self) -> SizeHint {
+    pub(crate) fn size_hint(&self) -> SizeHint {
         match self {
             Framing::Empty => SizeHint::with_exact(0),
             Framing::Length(n) => SizeHint::with_exact(*n),
@@ -455,12 +460,13 @@ fn body_mismatch() -> Error {
     Error::Body("the request body does not match its Content-Length".into())
 }
 
-/// Writes the head in `buf` and then the body. A frame the body has ready
-/// goes out with what is buffered (a small body in the head's write); while
-/// the body waits, what is buffered is written first, so the upstream sees
-/// the head at once.
-async fn write_body(
-    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+/// Writes the head in `buf` and then the body (chunked, or checked against
+/// `length`). A frame the body has ready goes out with what is buffered (a
+/// small body in the head's write); while the body waits, what is buffered
+/// is written first, so the peer sees the head at once. Used both ways:
+/// requests to upstreams, answers to clients.
+pub(crate) async fn write_body<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
     buf: &mut Vec<u8>,
     mut body: Body,
     chunked: bool,
@@ -682,7 +688,7 @@ fn parse_head_in<const N: usize>(
 }
 
 /// A `Content-Length` value: digits only (no sign, no list).
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -13,7 +13,7 @@
 mod admin;
 pub mod bff;
 pub mod config;
-pub mod framing;
+pub mod downstream;
 pub mod h1;
 pub mod pipeline;
 pub mod runtime;

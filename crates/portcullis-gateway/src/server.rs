@@ -1,18 +1,16 @@
-//! The gateway server: accept loop (HTTP/1.1 and HTTP/2 via hyper-util),
+//! The gateway server: accept loop (HTTP/1.1 in [`downstream`], HTTP/2 by
+//! hyper),
 //! hot reload (a new config is compiled beside the running one and swapped
 //! in atomically; a bad one is refused and the old one keeps serving),
 //! the admin listener, graceful drain.
 
 use crate::config::{Config, RawConfig};
-use crate::pipeline;
+use crate::downstream::{self, Shared};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use portcullis_ca::PeerCertificate;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_core::jose::{SigningAlgorithm, SigningKey};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -328,7 +326,11 @@ pub async fn start(
         .unwrap_or_else(|| format!("http://{admin_addr}"));
     let key = Arc::new(signing_key(config.signing_key_file.as_deref())?);
     let header_timeout = config.header_timeout;
+    let idle_timeout = config.idle_timeout;
     let max_header = config.max_header_bytes;
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
     let tls = match &config.tls {
         None => None,
         Some(t) => Some(Arc::new(
@@ -343,7 +345,14 @@ pub async fn start(
     let mut drained = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let (tls, current, rx) = (tls.clone(), current.clone(), rx.clone());
+        let (tls, rx) = (tls.clone(), rx.clone());
+        let shared = Arc::new(Shared {
+            current: current.clone(),
+            max_header,
+            header_timeout,
+            idle_timeout,
+            h2: h2.clone(),
+        });
         std::thread::Builder::new()
             .name(format!("gateway-worker-{i}"))
             .spawn(move || {
@@ -361,7 +370,7 @@ pub async fn start(
                     // Ends with the runtime, when the drain is done.
                     tokio::spawn(timer_anchor());
                     match TcpListener::from_std(listener) {
-                        Ok(l) => accept_loop(l, tls, current, rx, header_timeout, max_header).await,
+                        Ok(l) => accept_loop(l, tls, shared, rx).await,
                         Err(e) => tracing::error!(error = %e, "gateway worker: listener"),
                     }
                 });
@@ -461,92 +470,36 @@ async fn timer_anchor() {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<crate::tls::Listener>>,
-    current: Arc<ArcSwap<Runtime>>,
-    mut stop: watch::Receiver<bool>,
-    header_timeout: Duration,
-    max_header: usize,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(max_header.max(8192) + 1024)
-        // One buffer per write: a small answer's head and body are copied
-        // together and sent with one `sendto`, not queued as separate slices
-        // for `writev`. With the upstream side (proxy.rs) alike, a proxied
-        // request runs about 1k instructions fewer (bench/gateway/callgrind.sh).
-        .writev(false)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stopping = stop.clone();
+    // Each connection holds a sender; the drain is over when all are gone.
+    let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let (current, builder, tls) = (current.clone(), builder.clone(), tls.clone());
-                let watcher = graceful.watcher();
+                let (shared, tls, stop, alive) = (shared.clone(), tls.clone(), stop.clone(), alive.clone());
                 tokio::spawn(async move {
+                    let _alive = alive;
                     let Some(tls) = tls else {
-                        return serve_connection(&builder, watcher, stream, peer, None, current, max_header).await;
+                        return downstream::serve(stream, peer, None, shared, stop).await;
                     };
-                    let hosts = current.load().certificate_hosts.clone();
+                    let hosts = shared.current.load().certificate_hosts.clone();
                     match tls.accept(stream, &hosts).await {
-                        Ok((stream, cert)) => {
-                            serve_connection(&builder, watcher, stream, peer, cert, current, max_header).await
-                        }
+                        Ok((stream, cert)) => downstream::serve(stream, peer, cert, shared, stop).await,
                         Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
                     }
                 });
             }
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stopping.wait_for(|s| *s) => break,
         }
     }
     drop(listener);
-    graceful.shutdown().await;
-}
-
-/// Serves HTTP on one accepted (and, with TLS, handshaken) connection; every
-/// request carries the verified client certificate in its extensions.
-async fn serve_connection<IO>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    io: IO,
-    peer: SocketAddr,
-    cert: Option<PeerCertificate>,
-    current: Arc<ArcSwap<Runtime>>,
-    max_header: usize,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (stream, poisoned) = crate::framing::Guarded::new(io, max_header);
-    // This connection's own upstream connections (HTTP/1.1).
-    let affinity = Arc::new(pipeline::proxy::Affinity::default());
-    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let rt = current.load_full();
-        let poisoned = poisoned.get();
-        if let Some(cert) = &cert {
-            req.extensions_mut().insert(cert.clone());
-        }
-        let affinity = (req.version() <= http::Version::HTTP_11).then(|| affinity.clone());
-        async move {
-            if poisoned {
-                return Ok::<_, std::convert::Infallible>(
-                    pipeline::Reject::Framing("ambiguous message framing").into_response(),
-                );
-            }
-            Ok(pipeline::handle(rt, req, peer, affinity.as_ref()).await)
-        }
-    });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
+    drop(alive);
+    let _ = drained.recv().await;
 }
 
 #[cfg(test)]

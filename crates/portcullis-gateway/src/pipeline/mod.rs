@@ -26,12 +26,16 @@ use std::time::Instant;
 
 /// Handles one request end to end. Never panics on input; every refusal is
 /// a [`Reject`] turned into a response in one place.
-pub async fn handle(
+pub async fn handle<B>(
     rt: Arc<Runtime>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<B>,
     peer: SocketAddr,
     affinity: Option<&Arc<proxy::Affinity>>,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<proxy::BoxError>,
+{
     let started = Instant::now();
     let method = req.method().clone();
     let (mut log, result) = {
@@ -52,13 +56,17 @@ pub(crate) fn now() -> u64 {
     portcullis_core::Clock::now(&portcullis_core::SystemClock)
 }
 
-async fn run(
+async fn run<B>(
     rt: &Runtime,
-    req: Request<hyper::body::Incoming>,
+    req: Request<B>,
     peer: SocketAddr,
     affinity: Option<&Arc<proxy::Affinity>>,
     log: &mut reply::AccessLog,
-) -> Result<Response<Body>, Reject> {
+) -> Result<Response<Body>, Reject>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<proxy::BoxError>,
+{
     let (mut parts, body) = req.into_parts();
     reply::check_framing(&parts, rt.config.max_header_bytes, rt.config.max_body_bytes)?;
 

@@ -1,0 +1,1070 @@
+//! HTTP/1.1 from clients, served in the connection's own task.
+//!
+//! Each accepted connection is one task: it reads a request head, runs the
+//! pipeline ([`pipeline::handle`]) and writes the answer, then reads the
+//! next head. Parsing is httparse's, with the head's fields shared from the
+//! bytes read (no copy), and the answer's head and a small body go out in
+//! one write. A connection that opens with the HTTP/2 preface (cleartext
+//! prior knowledge, or TLS with ALPN `h2`) is handed to hyper's HTTP/2
+//! server instead.
+//!
+//! Message framing is checked before anything else, strictly (RFC 9112
+//! §6.3): a proxy that reads a body's boundary differently from its
+//! upstream is a request-smuggling vector. Both `Transfer-Encoding` and
+//! `Content-Length`, a repeated or malformed `Content-Length`, a
+//! `Transfer-Encoding` other than a single `chunked`, a chunked HTTP/1.0
+//! request, or a missing or repeated `Host` in HTTP/1.1 is a 400 and the
+//! connection is closed after it. Every body is framed anew on its way up.
+//!
+//! A request body that has arrived whole with its head is handed on as one
+//! buffer. A larger one is read as the pipeline polls it: the connection's
+//! read half is lent to the body and comes back once the body has been
+//! read to its end; a body not read to its end (a refusal, a 413) ends the
+//! connection after the answer.
+
+use crate::h1::{self, Framing, Step};
+use crate::pipeline::{self, Reject, proxy::Affinity};
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis_ca::PeerCertificate;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, Sleep};
+
+/// The most header fields a request may carry (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Read buffer reserve before each read.
+const READ_RESERVE: usize = 8 * 1024;
+/// A write buffer larger than this (it carried a large body) is not kept.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// After an answer that ends a connection with a request body unread, the
+/// rest of the body is read and dropped for at most this long (and at
+/// most [`LINGER_BYTES`]) before the socket is closed: closing with
+/// unread input makes the kernel send a reset, which can destroy the
+/// answer before the client has read it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every connection of a worker is served with.
+pub struct Shared {
+    /// The running configuration (swapped by reload).
+    pub current: Arc<ArcSwap<Runtime>>,
+    /// The longest request head accepted (431 above).
+    pub max_header: usize,
+    /// Time allowed for a request head once its first byte has arrived.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// HTTP/2 connections.
+    pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Shared {
+    /// The longest head read before it is refused: the header limit plus
+    /// room for the request line (the pipeline then checks the fields
+    /// alone against the limit).
+    fn head_limit(&self) -> usize {
+        self.max_header.max(8192) + 1024
+    }
+}
+
+/// A connection that can be split into halves that are used apart: the
+/// read half is lent to a request body while the answer is written.
+pub trait Split: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The read half.
+    type Read: AsyncRead + Unpin + Send + Sync + 'static;
+    /// The write half.
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    /// Splits the connection.
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl Split for tokio::net::TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn split(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl Split for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+/// Serves one accepted (and, with TLS, handshaken) connection until it
+/// closes, times out, or `stop` turns true (an idle connection is closed
+/// at once; a request in flight is answered first).
+pub async fn serve<IO: Split>(
+    mut io: IO,
+    peer: SocketAddr,
+    cert: Option<PeerCertificate>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
+    let mut sleep = pin!(tokio::time::sleep(shared.idle_timeout));
+    // Enough of the first bytes to tell HTTP/2's preface from a request line.
+    loop {
+        let n = rbuf.len().min(PREFACE.len());
+        if rbuf[..n] != PREFACE[..n] {
+            break;
+        }
+        if n == PREFACE.len() {
+            return serve_h2(
+                Prefixed {
+                    prefix: rbuf.freeze(),
+                    io,
+                },
+                peer,
+                cert,
+                &shared,
+                stop,
+            )
+            .await;
+        }
+        let deadline = if rbuf.is_empty() {
+            shared.idle_timeout
+        } else {
+            shared.header_timeout
+        };
+        sleep.as_mut().reset(Instant::now() + deadline);
+        rbuf.reserve(READ_RESERVE);
+        tokio::select! {
+            r = io.read_buf(&mut rbuf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            () = &mut sleep => return,
+            _ = stop.wait_for(|s| *s), if rbuf.is_empty() => return,
+        }
+    }
+    let (rd, wr) = io.split();
+    let conn: Conn<IO> = Conn {
+        rd: Some(rd),
+        rbuf,
+        wr,
+        wbuf: Vec::new(),
+        peer,
+        cert,
+        affinity: Arc::new(Affinity::default()),
+    };
+    conn.run(&shared, sleep, stop).await;
+}
+
+/// HTTP/2, by hyper; every request takes the same pipeline.
+async fn serve_h2<IO: Split>(
+    io: Prefixed<IO>,
+    peer: SocketAddr,
+    cert: Option<PeerCertificate>,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let current = shared.current.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let rt = current.load_full();
+        if let Some(cert) = &cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        async move { Ok::<_, std::convert::Infallible>(pipeline::handle(rt, req, peer, None).await) }
+    });
+    let conn = shared.h2.serve_connection(TokioIo::new(io), svc);
+    let mut conn = pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+/// One HTTP/1.1 connection.
+struct Conn<IO: Split> {
+    /// The read half; lent to a request body while it is read.
+    rd: Option<IO::Read>,
+    rbuf: BytesMut,
+    wr: IO::Write,
+    wbuf: Vec<u8>,
+    peer: SocketAddr,
+    cert: Option<PeerCertificate>,
+    /// This connection's own upstream connections.
+    affinity: Arc<Affinity>,
+}
+
+/// How a connection goes on after an answer.
+enum After {
+    /// Reads the next request.
+    Next,
+    /// Closes; `linger`: with input unread.
+    Close { linger: bool },
+}
+
+impl<IO: Split> Conn<IO> {
+    async fn run(
+        mut self,
+        shared: &Shared,
+        mut sleep: Pin<&mut Sleep>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let after = loop {
+            let Some(rd) = self.rd.as_mut() else {
+                break After::Close { linger: false };
+            };
+            let head = match read_head(rd, &mut self.rbuf, shared, sleep.as_mut(), &mut stop).await
+            {
+                Ok(Some(head)) => head,
+                Ok(None) => break After::Close { linger: false },
+                Err(reject) => {
+                    let resp = reject.into_response();
+                    let _ =
+                        write_answer(&mut self.wr, &mut self.wbuf, resp, false, false, false).await;
+                    break After::Close { linger: true };
+                }
+            };
+            match self.exchange(shared, head, &stop).await {
+                After::Next => {}
+                close => break close,
+            }
+        };
+        let _ = self.wr.shutdown().await;
+        if let (After::Close { linger: true }, Some(mut rd)) = (after, self.rd.take()) {
+            // Read what the client still sends, so that the close does not
+            // reset the connection before it has read the answer.
+            let drain = async {
+                let mut seen = 0;
+                let mut scratch = vec![0u8; 16 * 1024];
+                while seen < LINGER_BYTES {
+                    match rd.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen += n,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        }
+    }
+
+    /// Runs one request through the pipeline and writes its answer.
+    async fn exchange(
+        &mut self,
+        shared: &Shared,
+        head: Head,
+        stop: &watch::Receiver<bool>,
+    ) -> After {
+        let Head {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let head_request = parts.method == Method::HEAD;
+        let http10 = parts.version == Version::HTTP_10;
+        let mut back = None;
+        let body = match framing {
+            Framing::Length(0) | Framing::Empty | Framing::Close => RequestBody::Empty,
+            Framing::Length(n) if n <= self.rbuf.len() as u64 => {
+                RequestBody::Full(Some(self.rbuf.split_to(n as usize).freeze()))
+            }
+            framing => {
+                if expect_continue
+                    && !http10
+                    && self
+                        .wr
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                {
+                    return After::Close { linger: false };
+                }
+                let (tx, rx) = oneshot::channel();
+                back = Some(rx);
+                let rd = self.rd.take();
+                RequestBody::Streaming(Streaming {
+                    lent: rd.map(|rd| Lent {
+                        rd,
+                        buf: std::mem::take(&mut self.rbuf),
+                        complete: false,
+                    }),
+                    framing,
+                    eof: false,
+                    back: Some(tx),
+                })
+            }
+        };
+        let mut req = Request::from_parts(parts, body);
+        if let Some(cert) = &self.cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        let rt = shared.current.load_full();
+        let resp = pipeline::handle(rt, req, self.peer, Some(&self.affinity)).await;
+        // The read half comes back if the body was read to its end; if it
+        // was not, or is still held (by an upstream client that has not
+        // finished with it), the connection ends with this answer.
+        let mut unread = false;
+        if let Some(mut rx) = back {
+            match rx.try_recv() {
+                Ok(lent) => {
+                    unread = !lent.complete;
+                    self.rd = Some(lent.rd);
+                    self.rbuf = lent.buf;
+                }
+                Err(_) => unread = true,
+            }
+        }
+        let keep_alive = keep_alive && !unread && !*stop.borrow();
+        let written = write_answer(
+            &mut self.wr,
+            &mut self.wbuf,
+            resp,
+            head_request,
+            http10,
+            keep_alive,
+        )
+        .await;
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = Vec::new();
+        }
+        match written {
+            Ok(true) if !unread => After::Next,
+            Ok(_) => After::Close { linger: unread },
+            Err(_) => After::Close { linger: false },
+        }
+    }
+}
+
+/// A request head, parsed and checked.
+struct Head {
+    parts: http::request::Parts,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Reads the next request head. `Ok(None)`: the connection is to close
+/// quietly (the client closed it, it stayed idle or slow too long, or the
+/// gateway is stopping and it is idle).
+async fn read_head<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    shared: &Shared,
+    mut sleep: Pin<&mut Sleep>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Head>, Reject> {
+    let mut started = false;
+    loop {
+        if !rbuf.is_empty() {
+            if let Some(head) = parse_request(rbuf, shared.head_limit())? {
+                return Ok(Some(head));
+            }
+            if rbuf.len() > shared.head_limit() {
+                return Err(Reject::HeadersTooLarge);
+            }
+        }
+        // An idle connection waits up to the idle timeout for a request;
+        // once a head has begun, it has the header timeout to complete
+        // (both from now: a later deadline than the last one costs no
+        // timer registration).
+        if !started {
+            let wait = if rbuf.is_empty() {
+                shared.idle_timeout
+            } else {
+                started = true;
+                shared.header_timeout
+            };
+            sleep.as_mut().reset(Instant::now() + wait);
+        }
+        rbuf.reserve(READ_RESERVE);
+        let idle = rbuf.is_empty();
+        tokio::select! {
+            biased;
+            r = rd.read_buf(rbuf) => match r {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            },
+            () = sleep.as_mut() => return Ok(None),
+            _ = stop.wait_for(|s| *s), if idle => return Ok(None),
+        }
+    }
+}
+
+/// Parses a request head at the front of `buf`, taking it out of `buf`.
+/// `Ok(None)`: not all there yet.
+fn parse_request(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, Reject> {
+    // Most requests have a handful of fields: room for 32 is made first
+    // (the slots are initialised for every request), for 100 only if needed.
+    match parse_request_in::<32>(buf, limit) {
+        Err(Parse::TooManyHeaders) => match parse_request_in::<MAX_HEADERS>(buf, limit) {
+            Err(Parse::TooManyHeaders) => Err(Reject::HeadersTooLarge),
+            r => r.map_err(Parse::reject),
+        },
+        r => r.map_err(Parse::reject),
+    }
+}
+
+enum Parse {
+    TooManyHeaders,
+    Refused(Reject),
+}
+
+impl Parse {
+    fn reject(self) -> Reject {
+        match self {
+            Parse::TooManyHeaders => Reject::HeadersTooLarge,
+            Parse::Refused(r) => r,
+        }
+    }
+}
+
+fn malformed(why: &'static str) -> Parse {
+    Parse::Refused(Reject::Framing(why))
+}
+
+fn parse_request_in<const N: usize>(
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<Head>, Parse> {
+    let mut slots = [httparse::EMPTY_HEADER; N];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > limit => {
+            return Err(Parse::Refused(Reject::HeadersTooLarge));
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Parse::TooManyHeaders),
+        Err(_) => return Err(malformed("malformed request head")),
+    };
+    let method = req.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| malformed("bad method"))?;
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Where the target, each name and each value lie in the head, so that
+    // the head can be frozen and each shared from it without a copy.
+    let base = buf.as_ptr() as usize;
+    let offset = |p: *const u8| p as usize - base;
+    let path = req.path.unwrap_or_default();
+    let target = (offset(path.as_ptr()), offset(path.as_ptr()) + path.len());
+    let n = req.headers.len();
+    let mut at = [(0u32, 0u32, 0u32, 0u32); N];
+    for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+        // Offsets are below the head limit, far below u32::MAX.
+        let name = offset(h.name.as_ptr()) as u32;
+        let value = offset(h.value.as_ptr()) as u32;
+        *slot = (
+            name,
+            name + h.name.len() as u32,
+            value,
+            value + h.value.len() as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
+        .map_err(|_| malformed("bad request target"))?;
+    // Room for the fields the pipeline adds (X-Forwarded-*, the internal
+    // token) without growing the map.
+    let mut headers = HeaderMap::with_capacity(n + 8);
+    let mut length: Option<u64> = None;
+    let mut lengths = 0;
+    let mut encodings = 0;
+    let mut chunked = false;
+    let mut hosts = 0;
+    let mut close = version == Version::HTTP_10;
+    let mut expect_continue = false;
+    for &(ns, ne, vs, ve) in &at[..n] {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        let name =
+            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| malformed("bad header value"))?;
+        if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            length =
+                Some(h1::parse_length(value.as_bytes()).ok_or(malformed("bad Content-Length"))?);
+        } else if name == header::TRANSFER_ENCODING {
+            encodings += 1;
+            chunked = value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        } else if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if version == Version::HTTP_10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        } else if name == header::EXPECT {
+            expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        }
+        headers.append(name, value);
+    }
+    // RFC 9112 §6.1 and §6.3: a proxy must not guess at a body's length.
+    if encodings > 0 && lengths > 0 {
+        return Err(malformed("both Transfer-Encoding and Content-Length"));
+    }
+    if lengths > 1 {
+        return Err(malformed("repeated Content-Length"));
+    }
+    if encodings > 0 && (encodings > 1 || !chunked || version == Version::HTTP_10) {
+        return Err(malformed("unsupported Transfer-Encoding"));
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1.
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        return Err(malformed("an HTTP/1.1 request needs exactly one Host"));
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::chunked(),
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Empty,
+    };
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive: !close,
+        expect_continue,
+    }))
+}
+
+/// Writes an answer: its head (with the framing this connection uses,
+/// `Date` if it has none, and `Connection: close` when the connection
+/// ends) and its body. `Ok(true)`: the connection can carry another
+/// request; `Err`: the answer could not be written whole, and the
+/// connection must close for the client to see that.
+async fn write_answer<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &mut Vec<u8>,
+    resp: http::Response<pipeline::proxy::Body>,
+    head_request: bool,
+    http10: bool,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    let mut close = !keep_alive;
+    for v in parts.headers.get_all(header::CONNECTION) {
+        if v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            close = true;
+        }
+    }
+    // RFC 9112 §6.3: these answers never have a body; a 304 and the answer
+    // to HEAD keep the length the upstream declared.
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let keep_length = head_request || status == StatusCode::NOT_MODIFIED;
+    let length = if no_body {
+        None
+    } else {
+        http_body::Body::size_hint(&body).exact()
+    };
+    // An HTTP/1.0 client knows no chunks: a body of unknown length is
+    // delimited by the close of the connection.
+    let unknown = !no_body && length.is_none();
+    let chunked = unknown && !http10;
+    close |= unknown && http10;
+    buf.clear();
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || (name == header::CONTENT_LENGTH && !keep_length)
+        {
+            continue;
+        }
+        dated |= name == header::DATE;
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = length {
+        buf.extend_from_slice(b"content-length: ");
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    } else if chunked {
+        buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !dated {
+        date::append(buf);
+    }
+    if close {
+        buf.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        buf.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+    if no_body {
+        wr.write_all(buf).await?;
+        return Ok(!close);
+    }
+    // A body that fails, or does not match its length, cuts the answer
+    // short: the connection then closes for the client to see it.
+    h1::write_body(wr, buf, body, chunked, length)
+        .await
+        .map_err(io::Error::other)?;
+    Ok(!close)
+}
+
+/// The `Date` header, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static NOW: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+    }
+
+    /// Appends `date: <IMF-fixdate>\r\n`.
+    pub fn append(buf: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        NOW.with_borrow_mut(|(at, line)| {
+            if *at != secs || line.is_empty() {
+                *at = secs;
+                line.clear();
+                line.extend_from_slice(b"date: ");
+                line.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
+                line.extend_from_slice(b"\r\n");
+            }
+            buf.extend_from_slice(line);
+        });
+    }
+}
+
+/// A request body: none, whole, or read from the connection as polled.
+enum RequestBody<R> {
+    Empty,
+    Full(Option<Bytes>),
+    Streaming(Streaming<R>),
+}
+
+/// The connection's read half and buffer, lent to a body.
+struct Lent<R> {
+    rd: R,
+    buf: BytesMut,
+    /// The body was read to its end: the connection can go on.
+    complete: bool,
+}
+
+struct Streaming<R> {
+    lent: Option<Lent<R>>,
+    framing: Framing,
+    eof: bool,
+    /// Where the read half goes back to.
+    back: Option<oneshot::Sender<Lent<R>>>,
+}
+
+impl<R> Streaming<R> {
+    fn give_back(&mut self, complete: bool) {
+        if let (Some(mut lent), Some(back)) = (self.lent.take(), self.back.take()) {
+            lent.complete = complete;
+            let _ = back.send(lent);
+        }
+    }
+}
+
+impl<R> Drop for Streaming<R> {
+    fn drop(&mut self) {
+        self.give_back(false);
+    }
+}
+
+/// A request body that failed: the client closed inside it, or its
+/// chunked framing was malformed.
+#[derive(Debug)]
+struct BodyError(&'static str);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl<R: AsyncRead + Unpin> http_body::Body for RequestBody<R> {
+    type Data = Bytes;
+    type Error = pipeline::proxy::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let s = match self.get_mut() {
+            RequestBody::Empty => return Poll::Ready(None),
+            RequestBody::Full(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Streaming(s) => s,
+        };
+        loop {
+            let Some(lent) = s.lent.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match s.framing.step(&mut lent.buf, s.eof) {
+                Step::Data(data) => {
+                    // A client (hyper's) may stop polling once it has the
+                    // length it was told: the last piece ends it here.
+                    if s.framing == Framing::Length(0) {
+                        s.give_back(true);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::Done => {
+                    s.give_back(true);
+                    return Poll::Ready(None);
+                }
+                Step::Invalid(why) => {
+                    s.give_back(false);
+                    return Poll::Ready(Some(Err(Box::new(BodyError(why)))));
+                }
+                Step::More => {
+                    lent.buf.reserve(READ_RESERVE);
+                    match ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut lent.rd),
+                        cx,
+                        &mut lent.buf
+                    )) {
+                        Ok(0) => s.eof = true,
+                        Ok(_) => {}
+                        Err(_) => {
+                            s.give_back(false);
+                            return Poll::Ready(Some(Err(Box::new(BodyError(
+                                "the client's connection failed",
+                            )))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Full(data) => data.is_none(),
+            RequestBody::Streaming(s) => s.lent.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestBody::Streaming(s) if s.lent.is_none() => SizeHint::with_exact(0),
+            RequestBody::Streaming(s) => s.framing.size_hint(),
+        }
+    }
+}
+
+/// A connection whose first bytes were already read (to look for the
+/// HTTP/2 preface): they are read again first.
+struct Prefixed<IO> {
+    prefix: Bytes,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(out.remaining());
+            let piece = self.prefix.split_to(n);
+            out.put_slice(&piece);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, out)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &str) -> Result<Option<Head>, Reject> {
+        parse_request(&mut BytesMut::from(wire.as_bytes()), 16 * 1024)
+    }
+
+    fn refused(wire: &str) -> String {
+        match parse(wire) {
+            Err(Reject::Framing(why)) => why.to_owned(),
+            Err(Reject::HeadersTooLarge) => "too large".to_owned(),
+            Err(other) => panic!("{wire:?}: {other:?}"),
+            Ok(Some(_)) => panic!("{wire:?} was accepted"),
+            Ok(None) => panic!("{wire:?} is incomplete"),
+        }
+    }
+
+    #[test]
+    fn request_framing_follows_rfc_9112() {
+        let head = |wire: &str| parse(wire).unwrap().unwrap();
+        let h = head("GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Empty, true));
+        assert_eq!(h.parts.uri, "/a?b");
+        let h = head("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(12));
+        let h = head("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(h.framing, Framing::chunked());
+        let h = head("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("GET / HTTP/1.0\r\n\r\n");
+        assert!(!h.keep_alive, "HTTP/1.0 closes unless asked");
+        let h = head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(h.keep_alive);
+        let h =
+            head("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(h.expect_continue);
+        // An empty line before the request line is ignored (RFC 9112 §2.2).
+        let h = head("\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.parts.uri, "/b");
+        assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_heads_are_refused() {
+        for (wire, why) in [
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "both",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n",
+                "repeated",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 4\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunkedx\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            ("GET / HTTP/1.1\r\n\r\n", "Host"),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host"),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
+                "malformed",
+            ),
+            ("GET / HTTP/1.1\r\nHost : x\r\n\r\n", "malformed"),
+            ("GET / HTTP/1.2\r\nHost: x\r\n\r\n", "malformed"),
+            ("GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", "malformed"),
+            ("G\x7fT / HTTP/1.1\r\nHost: x\r\n\r\n", "malformed"),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+                "malformed",
+            ),
+            ("SSH-2.0-OpenSSH\r\n\r\n", "malformed"),
+        ] {
+            let got = refused(wire);
+            assert!(got.contains(why), "{wire:?}: {got}");
+        }
+        // More than 100 fields, or a head over the limit: 431.
+        let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
+        assert_eq!(
+            refused(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
+            "too large"
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(17 * 1024)
+        );
+        assert_eq!(refused(&big), "too large");
+        // 40 fields take the larger parse and are accepted.
+        let some: String = (0..40).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let h = parse(&format!("GET / HTTP/1.1\r\nHost: x\r\n{some}\r\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.parts.headers.len(), 41);
+    }
+
+    #[test]
+    fn a_head_is_taken_out_of_the_buffer_and_the_rest_left() {
+        let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n"[..]);
+        let h = parse_request(&mut buf, 16 * 1024).unwrap().unwrap();
+        assert_eq!(h.parts.uri, "/1");
+        assert_eq!(h.parts.headers["host"], "x");
+        assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
+        assert!(parse_request(&mut buf, 16 * 1024).unwrap().is_none());
+    }
+
+    /// A body of unknown length, in pieces (last first).
+    struct Pieces(Vec<&'static [u8]>);
+
+    impl http_body::Body for Pieces {
+        type Data = Bytes;
+        type Error = pipeline::proxy::BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop().map(|p| Ok(Frame::data(Bytes::from_static(p)))))
+        }
+    }
+
+    async fn answer(
+        resp: http::Response<pipeline::proxy::Body>,
+        head: bool,
+        http10: bool,
+    ) -> (String, bool) {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let keep = write_answer(&mut out, &mut buf, resp, head, http10, true)
+            .await
+            .unwrap();
+        (String::from_utf8(out).unwrap(), keep)
+    }
+
+    #[tokio::test]
+    async fn answers_are_framed_for_the_connection() {
+        let ok = |b: &'static str| {
+            let mut r = http::Response::new(pipeline::full(b));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from_static("999"));
+            r.headers_mut()
+                .insert("transfer-encoding", HeaderValue::from_static("chunked"));
+            r
+        };
+        // The body's own length wins over headers that say otherwise.
+        let (wire, keep) = answer(ok("hello"), false, false).await;
+        assert!(keep);
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\n"), "{wire}");
+        assert!(
+            wire.contains("content-length: 5\r\n") && !wire.contains("999"),
+            "{wire}"
+        );
+        assert!(
+            !wire.contains("transfer-encoding") && wire.contains("date: "),
+            "{wire}"
+        );
+        assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
+        // HEAD: the declared length, no body.
+        let (wire, _) = answer(ok("hello"), true, false).await;
+        assert!(
+            wire.contains("content-length: 999\r\n") && wire.ends_with("\r\n\r\n"),
+            "{wire}"
+        );
+        // A body of unknown length: chunked, or for HTTP/1.0 until the close.
+        let stream = || {
+            let body = Pieces(vec![b"cde", b"ab"]);
+            http::Response::new(http_body_util::BodyExt::boxed(body))
+        };
+        let (wire, keep) = answer(stream(), false, false).await;
+        assert!(
+            keep && wire.contains("transfer-encoding: chunked\r\n"),
+            "{wire}"
+        );
+        assert!(
+            wire.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
+            "{wire}"
+        );
+        let (wire, keep) = answer(stream(), false, true).await;
+        assert!(!keep && wire.contains("connection: close\r\n"), "{wire}");
+        assert!(wire.ends_with("\r\n\r\nabcde"), "{wire}");
+        // An HTTP/1.0 keep-alive answer says so.
+        let (wire, keep) = answer(ok("x"), false, true).await;
+        assert!(
+            keep && wire.contains("connection: keep-alive\r\n"),
+            "{wire}"
+        );
+        // An answer that closes the connection says so, once.
+        let mut r = ok("x");
+        r.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+        let (wire, keep) = answer(r, false, false).await;
+        assert!(!keep && wire.matches("connection").count() == 1, "{wire}");
+        // 204: no body and no length.
+        let mut r = ok("");
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let (wire, _) = answer(r, false, false).await;
+        assert!(!wire.contains("content-length"), "{wire}");
+    }
+}
