@@ -181,7 +181,17 @@ async fn serve_h2<IO: Split>(
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
-        async move { Ok::<_, std::convert::Infallible>(pipeline::handle(rt, req, peer, None).await) }
+        let keep_length = req.method() == Method::HEAD;
+        async move {
+            let mut resp = pipeline::handle(rt, req, peer, None).await;
+            // An HTTP/1.1 upstream's fields as it sent them (none come this
+            // way today: HTTP/2 clients take hyper's upstream client).
+            if let Some(fields) = resp.extensions_mut().remove::<h1::Fields>() {
+                let keep_length = keep_length || resp.status() == StatusCode::NOT_MODIFIED;
+                fields.add_to(resp.headers_mut(), keep_length);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = shared.h2.serve_connection(TokioIo::new(io), svc);
     let mut conn = pin!(conn);
@@ -603,7 +613,19 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     buf.push(b' ');
     buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     buf.extend_from_slice(b"\r\n");
-    let mut dated = false;
+    // An upstream's fields as it sent them, but those the gateway set
+    // itself (RateLimit-*, say).
+    let fields = parts.extensions.get::<h1::Fields>();
+    let mut dated = fields.is_some_and(|f| f.has_date);
+    for (name, line) in fields.iter().flat_map(|f| f.lines(keep_length)) {
+        if !parts.headers.is_empty()
+            && HeaderName::from_bytes(name).is_ok_and(|n| parts.headers.contains_key(n))
+        {
+            continue;
+        }
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(b"\r\n");
+    }
     for (name, value) in &parts.headers {
         if name == header::CONNECTION
             || name == header::TRANSFER_ENCODING
@@ -1061,6 +1083,28 @@ mod tests {
             .insert("connection", HeaderValue::from_static("close"));
         let (wire, keep) = answer(r, false, false).await;
         assert!(!keep && wire.matches("connection").count() == 1, "{wire}");
+        // An upstream's fields as it sent them, but those the gateway set.
+        let mut r = ok("x");
+        r.headers_mut().clear();
+        r.headers_mut()
+            .insert("ratelimit-limit", HeaderValue::from_static("2"));
+        r.extensions_mut().insert(h1::fields_of(
+            b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 99\r\nX-Up: 1\r\nDate: D\r\nContent-Length: 1\r\n\r\n",
+        ));
+        let (wire, _) = answer(r, false, false).await;
+        assert!(
+            wire.contains("\r\nX-Up: 1\r\nDate: D\r\nratelimit-limit: 2\r\n"),
+            "{wire}"
+        );
+        assert!(
+            !wire.contains("99") && wire.matches("ate: ").count() == 1,
+            "{wire}"
+        );
+        assert_eq!(
+            wire.to_ascii_lowercase().matches("content-length").count(),
+            1,
+            "{wire}"
+        );
         // 204: no body and no length.
         let mut r = ok("");
         *r.status_mut() = StatusCode::NO_CONTENT;

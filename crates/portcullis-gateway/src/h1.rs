@@ -387,7 +387,7 @@ fn more(eof: bool) -> Step {
 /// An answer head, parsed.
 pub struct Head {
     status: StatusCode,
-    headers: HeaderMap,
+    fields: Fields,
     framing: Framing,
     keep_alive: bool,
 }
@@ -599,71 +599,65 @@ fn parse_head_in<const N: usize>(
     };
     let code = resp.code.unwrap_or(0);
     let http10 = resp.version == Some(0);
-    // Where each name and value lies in the head (offsets below
-    // MAX_HEAD), so that the head can be frozen and each value shared from
-    // it without a copy.
-    let base = buf.as_ptr() as usize;
-    let mut at = [(0u32, 0u32, 0u32, 0u32); N];
-    let n = resp.headers.len();
-    let offset = |p: *const u8| (p as usize - base) as u32;
-    for (slot, h) in at.iter_mut().zip(resp.headers.iter()) {
-        let name = offset(h.name.as_ptr());
-        let value = offset(h.value.as_ptr());
-        *slot = (
-            name,
-            name + h.name.len() as u32,
-            value,
-            value + h.value.len() as u32,
-        );
-    }
-    let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {
         if code == 101 {
             return Err(Error::Framing("101 Switching Protocols was not asked for"));
         }
+        buf.advance(len);
         return Ok(Some(None));
     }
     let status = StatusCode::from_u16(code).map_err(|_| Error::Framing("bad status code"))?;
-    // Room for more than the answer needs: once hyper's server has written
-    // the answer, it keeps this map for the connection's next request,
-    // whose fields the pipeline adds to (`X-Forwarded-*`, the internal
-    // token) and which would otherwise grow it (1.2k instructions a request).
-    let mut headers = HeaderMap::with_capacity(n.max(16));
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
+    let fields = &*resp.headers;
+    // Names the `Connection` fields list, hop-by-hop for this answer.
+    let mut named: Vec<&[u8]> = Vec::new();
     let mut close = http10;
-    for &(ns, ne, vs, ve) in &at[..n] {
-        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        let name =
-            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Framing("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-            .map_err(|_| Error::Framing("bad header value"))?;
-        if name == http::header::CONTENT_LENGTH {
-            let v = parse_length(value.as_bytes()).ok_or(Error::Framing("bad Content-Length"))?;
-            if length.is_some_and(|l| l != v) {
-                return Err(Error::Framing("conflicting Content-Length values"));
-            }
-            length = Some(v);
-        } else if name == http::header::TRANSFER_ENCODING {
-            // The last coding of the last field decides (RFC 9112 §6.3).
-            let last = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == http::header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
-                }
+    for f in fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+    {
+        for token in f.value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                close = false;
+            } else if !token.is_empty() && hop_by_hop(token).is_none() {
+                named.push(token);
             }
         }
-        headers.append(name, value);
     }
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let (mut skip, mut lengths, mut has_date) = (0u128, 0u128, false);
+    for (i, f) in fields.iter().enumerate() {
+        let name = f.name.as_bytes();
+        match hop_by_hop(name) {
+            Some(Hop::ContentLength) => {
+                let v = parse_length(f.value).ok_or(Error::Framing("bad Content-Length"))?;
+                if length.is_some_and(|l| l != v) {
+                    return Err(Error::Framing("conflicting Content-Length values"));
+                }
+                length = Some(v);
+                lengths |= 1 << i;
+            }
+            Some(hop) => {
+                if hop == Hop::TransferEncoding {
+                    // The last coding of the last field decides (RFC 9112 §6.3).
+                    let last = f.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                    chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                }
+                skip |= 1 << i;
+            }
+            None if named.iter().any(|n| n.eq_ignore_ascii_case(name)) => skip |= 1 << i,
+            None => has_date |= name.eq_ignore_ascii_case(b"date"),
+        }
+    }
+    // Where the field lines begin: the head is kept from there, and its
+    // lines are forwarded as they came.
+    let first = fields
+        .first()
+        .map_or(len, |f| f.name.as_ptr() as usize - buf.as_ptr() as usize);
+    let lines = buf.split_to(len).freeze().slice(first..);
     let framing = if head_request || code == 204 || code == 304 {
         Framing::Empty
     } else {
@@ -681,10 +675,92 @@ fn parse_head_in<const N: usize>(
     let keep_alive = !close && framing != Framing::Close && !(http10 && chunked.is_some());
     Ok(Some(Some(Head {
         status,
-        headers,
+        fields: Fields {
+            lines,
+            skip,
+            lengths,
+            has_date,
+        },
         framing,
         keep_alive,
     })))
+}
+
+/// The fields of an answer head (tests elsewhere).
+#[cfg(test)]
+pub(crate) fn fields_of(wire: &[u8]) -> Fields {
+    match parse_head(&mut BytesMut::from(wire), false) {
+        Ok(Some(Some(h))) => h.fields,
+        _ => panic!("not an answer head"),
+    }
+}
+
+/// The fields an answer's framing or its hop decides (RFC 9110 §7.6.1,
+/// RFC 9112 §6), never forwarded as they came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    ContentLength,
+    TransferEncoding,
+    Other,
+}
+
+fn hop_by_hop(name: &[u8]) -> Option<Hop> {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    // By length first: most names are none of these.
+    match name.len() {
+        2 if is("te") => Some(Hop::Other),
+        7 if is("trailer") || is("upgrade") => Some(Hop::Other),
+        10 if is("connection") || is("keep-alive") => Some(Hop::Other),
+        14 if is("content-length") => Some(Hop::ContentLength),
+        16 if is("proxy-connection") => Some(Hop::Other),
+        17 if is("transfer-encoding") => Some(Hop::TransferEncoding),
+        18 if is("proxy-authenticate") => Some(Hop::Other),
+        _ => None,
+    }
+}
+
+/// An answer's header fields as the upstream sent them, carried in the
+/// forwarded answer's extensions rather than parsed into its `HeaderMap`:
+/// for a client on HTTP/1.1 their lines are copied as they are, without
+/// the hop-by-hop ones.
+#[derive(Clone, Debug)]
+pub struct Fields {
+    /// The field lines, from the first to the end of the head.
+    lines: Bytes,
+    /// Bit i: the i-th field is hop-by-hop, not forwarded.
+    skip: u128,
+    /// Bit i: the i-th field is `Content-Length`.
+    lengths: u128,
+    /// Whether a `Date` field is among them.
+    pub has_date: bool,
+}
+
+impl Fields {
+    /// Each forwarded field's name and whole line (without its line end);
+    /// `Content-Length` only with `keep_length`.
+    pub fn lines(&self, keep_length: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let skip = self.skip | if keep_length { 0 } else { self.lengths };
+        self.lines
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .take_while(|l| !l.is_empty())
+            .enumerate()
+            .filter(move |(i, _)| *i >= 128 || skip & (1 << i) == 0)
+            .map(|(_, l)| {
+                let colon = l.iter().position(|&b| b == b':').unwrap_or(l.len());
+                (&l[..colon], l)
+            })
+    }
+
+    /// Adds the forwarded fields to `map` (for a client on HTTP/2).
+    pub fn add_to(&self, map: &mut HeaderMap, keep_length: bool) {
+        for (name, line) in self.lines(keep_length) {
+            let value = line.get(name.len() + 1..).unwrap_or_default().trim_ascii();
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                map.append(n, v);
+            }
+        }
+    }
 }
 
 /// A `Content-Length` value: digits only (no sign, no list).
@@ -706,14 +782,14 @@ pub fn respond(
 ) -> Response<Body> {
     let Head {
         status,
-        headers,
+        fields,
         framing,
         keep_alive,
     } = head;
     let answer = |body: Body| {
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
+        resp.extensions_mut().insert(fields);
         resp
     };
     // The common case: the whole body is already here.
@@ -998,8 +1074,9 @@ mod tests {
         let Ok(Some(Some(h))) = head(wire.as_bytes(), false) else {
             panic!("50 fields refused")
         };
-        assert_eq!(h.headers.len(), 51);
-        assert_eq!(h.headers["x-49"], "49");
+        let map = h.fields.map(true);
+        assert_eq!(map.len(), 51);
+        assert_eq!(map["x-49"], "49");
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         let wire = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
         assert!(matches!(
@@ -1008,12 +1085,40 @@ mod tests {
         ));
     }
 
+    impl Fields {
+        fn map(&self, keep_length: bool) -> HeaderMap {
+            let mut m = HeaderMap::new();
+            self.add_to(&mut m, keep_length);
+            m
+        }
+    }
+
     #[test]
-    fn header_values_are_shared_from_the_head() {
-        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: one\r\nx-b: two\r\n\r\nBODY"[..]);
+    fn fields_are_forwarded_as_they_came_but_the_hop_by_hop_ones() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nX-A:  one \r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\n\
+               x-secret: s\r\nContent-Length: 4\r\nUpgrade: h2c\r\nTE: trailers\r\nx-b: two\r\n\r\nBODY"[..],
+        );
         let h = parse_head(&mut buf, false).unwrap().unwrap().unwrap();
-        assert_eq!(h.headers["x-a"], "one");
-        assert_eq!(h.headers["x-b"], "two");
         assert_eq!(&buf[..], b"BODY");
+        assert!(!h.fields.has_date);
+        let lines: Vec<&[u8]> = h.fields.lines(false).map(|(_, l)| l).collect();
+        assert_eq!(lines, [&b"X-A:  one "[..], b"x-b: two"]);
+        let names: Vec<&[u8]> = h.fields.lines(true).map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"X-A"[..], b"Content-Length", b"x-b"]);
+        let map = h.fields.map(false);
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["x-a"], "one");
+        assert_eq!(map["x-b"], "two");
+        // Bare line feeds (httparse takes them) end lines as well.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\nDate: x\nx-c: 3\n\n"[..]);
+        let h = parse_head(&mut buf, false).unwrap().unwrap().unwrap();
+        assert!(h.fields.has_date && buf.is_empty());
+        let lines: Vec<&[u8]> = h.fields.lines(false).map(|(_, l)| l).collect();
+        assert_eq!(lines, [&b"Date: x"[..], b"x-c: 3"]);
+        // No fields at all.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\r\n\r\n"[..]);
+        let h = parse_head(&mut buf, false).unwrap().unwrap().unwrap();
+        assert_eq!(h.fields.lines(true).count(), 0);
     }
 }

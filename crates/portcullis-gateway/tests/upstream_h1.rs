@@ -45,6 +45,11 @@ fn script(method: &str, path: &str, conn: usize, n: usize) -> Option<Answer> {
     let tag = format!("{conn}:{n}");
     Some(match path {
         "/plain" => ok(&tag),
+        "/fields" => answer(&[
+            b"HTTP/1.1 200 OK\r\nX-Kept:  as sent \r\nConnection: keep-alive, X-Secret\r\nx-secret: s\r\n\
+              Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTrailer: x-t\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+              Content-Length: 2\r\n\r\nok",
+        ]),
         "/chunked" => answer(&[
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n5\r\nhel",
             b"lo\r\n6;ext=1\r\n world\r\n",
@@ -336,6 +341,31 @@ async fn every_answer_framing_is_forwarded_and_the_connection_reused_when_it_can
         (200, "3:1".into())
     );
     assert_eq!(conns.load(Ordering::SeqCst), 3);
+
+    // The answer's fields go to the client as the upstream sent them, but
+    // for the hop-by-hop ones and those its Connection field names.
+    c.ready().await.unwrap();
+    let r = c
+        .send_request(request("GET", "/fields", empty()))
+        .await
+        .unwrap();
+    let h = r.headers();
+    assert_eq!(h["x-kept"], "as sent");
+    assert_eq!(
+        h["date"], "Mon, 01 Jan 2024 00:00:00 GMT",
+        "the upstream's Date, once"
+    );
+    assert_eq!(h.get_all("date").iter().count(), 1);
+    assert_eq!(h["content-length"], "2");
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "connection",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} forwarded: {h:?}");
+    }
     gw.shutdown(Duration::from_secs(1)).await;
 }
 
