@@ -239,7 +239,15 @@ impl<IO: Split> Conn<IO> {
             let Some(rd) = self.rd.as_mut() else {
                 break After::Close { linger: false };
             };
-            let head = match read_head(rd, &mut self.rbuf, shared, sleep.as_mut(), &mut stop).await
+            let head = match read_head(
+                rd,
+                &mut self.rbuf,
+                &self.affinity,
+                shared,
+                sleep.as_mut(),
+                &mut stop,
+            )
+            .await
             {
                 Ok(Some(head)) => head,
                 Ok(None) => break After::Close { linger: false },
@@ -375,6 +383,7 @@ struct Head {
 async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     rbuf: &mut BytesMut,
+    affinity: &Affinity,
     shared: &Shared,
     mut sleep: Pin<&mut Sleep>,
     stop: &mut watch::Receiver<bool>,
@@ -382,7 +391,8 @@ async fn read_head<R: AsyncRead + Unpin>(
     let mut started = false;
     loop {
         if !rbuf.is_empty() {
-            if let Some(head) = parse_request(rbuf, shared.head_limit())? {
+            if let Some(head) = parse_request(rbuf, shared.head_limit(), || affinity.header_map())?
+            {
                 return Ok(Some(head));
             }
             if rbuf.len() > shared.head_limit() {
@@ -418,14 +428,20 @@ async fn read_head<R: AsyncRead + Unpin>(
 
 /// Parses a request head at the front of `buf`, taking it out of `buf`.
 /// `Ok(None)`: not all there yet.
-fn parse_request(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, Reject> {
+fn parse_request(
+    buf: &mut BytesMut,
+    limit: usize,
+    map: impl FnOnce() -> HeaderMap,
+) -> Result<Option<Head>, Reject> {
     // Most requests have a handful of fields: room for 32 is made first
     // (the slots are initialised for every request), for 100 only if needed.
-    match parse_request_in::<32>(buf, limit) {
-        Err(Parse::TooManyHeaders) => match parse_request_in::<MAX_HEADERS>(buf, limit) {
-            Err(Parse::TooManyHeaders) => Err(Reject::HeadersTooLarge),
-            r => r.map_err(Parse::reject),
-        },
+    match parse_request_in::<32, _>(buf, limit, map) {
+        Err(Parse::TooManyHeaders) => {
+            match parse_request_in::<MAX_HEADERS, _>(buf, limit, HeaderMap::new) {
+                Err(Parse::TooManyHeaders) => Err(Reject::HeadersTooLarge),
+                r => r.map_err(Parse::reject),
+            }
+        }
         r => r.map_err(Parse::reject),
     }
 }
@@ -448,9 +464,10 @@ fn malformed(why: &'static str) -> Parse {
     Parse::Refused(Reject::Framing(why))
 }
 
-fn parse_request_in<const N: usize>(
+fn parse_request_in<const N: usize, M: FnOnce() -> HeaderMap>(
     buf: &mut BytesMut,
     limit: usize,
+    map: M,
 ) -> Result<Option<Head>, Parse> {
     let mut slots = [httparse::EMPTY_HEADER; N];
     let mut req = httparse::Request::new(&mut slots);
@@ -494,7 +511,8 @@ fn parse_request_in<const N: usize>(
         .map_err(|_| malformed("bad request target"))?;
     // Room for the fields the pipeline adds (X-Forwarded-*, the internal
     // token) without growing the map.
-    let mut headers = HeaderMap::with_capacity(n + 8);
+    let mut headers = map();
+    headers.reserve(n + 8);
     let mut length: Option<u64> = None;
     let mut lengths = 0;
     let mut encodings = 0;
@@ -617,14 +635,8 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     // itself (RateLimit-*, say).
     let fields = parts.extensions.get::<h1::Fields>();
     let mut dated = fields.is_some_and(|f| f.has_date);
-    for (name, line) in fields.iter().flat_map(|f| f.lines(keep_length)) {
-        if !parts.headers.is_empty()
-            && HeaderName::from_bytes(name).is_ok_and(|n| parts.headers.contains_key(n))
-        {
-            continue;
-        }
-        buf.extend_from_slice(line);
-        buf.extend_from_slice(b"\r\n");
+    if let Some(f) = fields {
+        f.write_to(buf, keep_length, &parts.headers);
     }
     for (name, value) in &parts.headers {
         if name == header::CONNECTION
@@ -873,7 +885,11 @@ mod tests {
     use super::*;
 
     fn parse(wire: &str) -> Result<Option<Head>, Reject> {
-        parse_request(&mut BytesMut::from(wire.as_bytes()), 16 * 1024)
+        parse_request(
+            &mut BytesMut::from(wire.as_bytes()),
+            16 * 1024,
+            HeaderMap::new,
+        )
     }
 
     fn refused(wire: &str) -> String {
@@ -991,11 +1007,17 @@ mod tests {
     #[test]
     fn a_head_is_taken_out_of_the_buffer_and_the_rest_left() {
         let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n"[..]);
-        let h = parse_request(&mut buf, 16 * 1024).unwrap().unwrap();
+        let h = parse_request(&mut buf, 16 * 1024, HeaderMap::new)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.parts.uri, "/1");
         assert_eq!(h.parts.headers["host"], "x");
         assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
-        assert!(parse_request(&mut buf, 16 * 1024).unwrap().is_none());
+        assert!(
+            parse_request(&mut buf, 16 * 1024, HeaderMap::new)
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// A body of unknown length, in pieces (last first).

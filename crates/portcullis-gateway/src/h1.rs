@@ -146,8 +146,14 @@ pub struct Outgoing {
 impl Outgoing {
     /// Encodes `req`, whose target is already in origin form and whose
     /// hop-by-hop headers are already removed, into `buf` (cleared first).
-    pub fn new(req: http::Request<Body>, mut buf: Vec<u8>) -> Outgoing {
-        let (parts, body) = req.into_parts();
+    pub fn new(req: http::Request<Body>, buf: Vec<u8>) -> Outgoing {
+        Self::encode(req, buf).0
+    }
+
+    /// [`Outgoing::new`], and the request's header map, emptied, for the
+    /// next request to be parsed into.
+    pub fn encode(req: http::Request<Body>, mut buf: Vec<u8>) -> (Outgoing, HeaderMap) {
+        let (mut parts, body) = req.into_parts();
         buf.clear();
         buf.extend_from_slice(parts.method.as_str().as_bytes());
         buf.push(b' ');
@@ -200,14 +206,16 @@ impl Outgoing {
                     | Method::PUT
                     | Method::DELETE
             );
-        Outgoing {
+        let out = Outgoing {
             head: buf,
             body: (!empty).then_some(body),
             chunked,
             length,
             head_request: parts.method == Method::HEAD,
             retryable,
-        }
+        };
+        parts.headers.clear();
+        (out, parts.headers)
     }
 
     /// Whether the request may be sent again on a new connection after `e`
@@ -654,9 +662,29 @@ fn parse_head_in<const N: usize>(
     }
     // Where the field lines begin: the head is kept from there, and its
     // lines are forwarded as they came.
+    let base = buf.as_ptr() as usize;
     let first = fields
         .first()
-        .map_or(len, |f| f.name.as_ptr() as usize - buf.as_ptr() as usize);
+        .map_or(len, |f| f.name.as_ptr() as usize - base);
+    // The forwarded lines in as few spans as they fall in (one, commonly:
+    // the framing and hop-by-hop fields come last), each copied whole.
+    let end = len
+        - if buf[..len].ends_with(b"\r\n\r\n") {
+            2
+        } else {
+            1
+        };
+    let mut runs = Runs::default();
+    for (i, f) in fields.iter().enumerate() {
+        if (skip | lengths) & (1 << i) != 0 {
+            continue;
+        }
+        let start = f.name.as_ptr() as usize - base;
+        let stop = fields
+            .get(i + 1)
+            .map_or(end, |g| g.name.as_ptr() as usize - base);
+        runs.add(start - first, stop - first, buf[..stop].ends_with(b"\r\n"));
+    }
     let lines = buf.split_to(len).freeze().slice(first..);
     let framing = if head_request || code == 204 || code == 304 {
         Framing::Empty
@@ -677,6 +705,7 @@ fn parse_head_in<const N: usize>(
         status,
         fields: Fields {
             lines,
+            runs,
             skip,
             lengths,
             has_date,
@@ -727,6 +756,8 @@ fn hop_by_hop(name: &[u8]) -> Option<Hop> {
 pub struct Fields {
     /// The field lines, from the first to the end of the head.
     lines: Bytes,
+    /// Where the forwarded ones (`Content-Length` not among them) lie.
+    runs: Runs,
     /// Bit i: the i-th field is hop-by-hop, not forwarded.
     skip: u128,
     /// Bit i: the i-th field is `Content-Length`.
@@ -735,7 +766,56 @@ pub struct Fields {
     pub has_date: bool,
 }
 
+/// Spans of consecutive lines in [`Fields::lines`], each with its CRLF.
+#[derive(Clone, Copy, Debug, Default)]
+struct Runs {
+    spans: [(u32, u32); 4],
+    n: usize,
+    /// More spans than fit, or a line that ended in a bare LF: the lines
+    /// are written one by one instead.
+    broken: bool,
+}
+
+impl Runs {
+    fn add(&mut self, start: usize, stop: usize, crlf: bool) {
+        // Offsets are below MAX_HEAD.
+        let (start, stop) = (start as u32, stop as u32);
+        let n = self.n;
+        if !crlf {
+            self.broken = true;
+        } else if n > 0 && self.spans[n - 1].1 == start {
+            self.spans[n - 1].1 = stop;
+        } else if n < self.spans.len() {
+            self.spans[n] = (start, stop);
+            self.n = n + 1;
+        } else {
+            self.broken = true;
+        }
+    }
+}
+
 impl Fields {
+    /// Appends the forwarded lines to `buf`, each ending in CRLF, but
+    /// those `overridden` has fields of the same name for;
+    /// `Content-Length` only with `keep_length`.
+    pub fn write_to(&self, buf: &mut Vec<u8>, keep_length: bool, overridden: &HeaderMap) {
+        if !keep_length && overridden.is_empty() && !self.runs.broken {
+            for &(a, b) in &self.runs.spans[..self.runs.n] {
+                buf.extend_from_slice(&self.lines[a as usize..b as usize]);
+            }
+            return;
+        }
+        for (name, line) in self.lines(keep_length) {
+            if !overridden.is_empty()
+                && HeaderName::from_bytes(name).is_ok_and(|n| overridden.contains_key(n))
+            {
+                continue;
+            }
+            buf.extend_from_slice(line);
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Each forwarded field's name and whole line (without its line end);
     /// `Content-Length` only with `keep_length`.
     pub fn lines(&self, keep_length: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -1116,6 +1196,32 @@ mod tests {
         assert!(h.fields.has_date && buf.is_empty());
         let lines: Vec<&[u8]> = h.fields.lines(false).map(|(_, l)| l).collect();
         assert_eq!(lines, [&b"Date: x"[..], b"x-c: 3"]);
+        // Written out: in spans as they lay, or line by line (a bare LF, or
+        // more spans than kept), always with CRLF.
+        let written = |wire: &[u8], keep_length: bool| {
+            let mut out = Vec::new();
+            fields_of(wire).write_to(&mut out, keep_length, &HeaderMap::new());
+            String::from_utf8(out).unwrap()
+        };
+        let wire = b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nConnection: close\r\nC: 3\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(written(wire, false), "A: 1\r\nB: 2\r\nC: 3\r\n");
+        assert_eq!(
+            written(wire, true),
+            "A: 1\r\nB: 2\r\nC: 3\r\nContent-Length: 0\r\n"
+        );
+        let wire = b"HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\n\n";
+        assert_eq!(written(wire, false), "A: 1\r\nB: 2\r\n");
+        let wire = b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\n\r\n";
+        assert_eq!(written(wire, false), "A: 1\r\nB: 2\r\n");
+        let wire = b"HTTP/1.1 200 OK\r\nA: 1\r\nTE: x\r\nB: 2\r\nTE: x\r\nC: 3\r\nTE: x\r\nD: 4\r\nTE: x\r\nE: 5\r\n\r\n";
+        assert_eq!(
+            written(wire, false),
+            "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n"
+        );
+        assert_eq!(
+            written(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false),
+            ""
+        );
         // No fields at all.
         let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\r\n\r\n"[..]);
         let h = parse_head(&mut buf, false).unwrap().unwrap().unwrap();

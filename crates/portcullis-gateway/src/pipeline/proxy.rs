@@ -145,7 +145,13 @@ fn remove_connection_named(h: &mut HeaderMap) {
 #[derive(Default)]
 pub struct Affinity {
     held: Mutex<Vec<(SocketAddr, Box<h1::Conn>)>>,
+    /// The header map of the last request sent, emptied: the next request
+    /// on this connection is parsed into it (no allocation).
+    spare: Mutex<Option<HeaderMap>>,
 }
+
+/// A spare header map with room for more fields than this is dropped.
+const SPARE_FIELDS: usize = 64;
 
 /// At most this many upstream connections per downstream connection (one
 /// per target it has been sent to).
@@ -157,6 +163,23 @@ impl Affinity {
         let i = held.iter().position(|(a, _)| *a == addr)?;
         let (_, mut c) = held.swap_remove(i);
         c.usable().then_some(c)
+    }
+
+    /// A header map for the next request: the spare one if there is one.
+    pub fn header_map(&self) -> HeaderMap {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or_default()
+    }
+
+    fn keep_header_map(&self, map: HeaderMap) {
+        if map.capacity() <= SPARE_FIELDS
+            && let Ok(mut s) = self.spare.lock()
+        {
+            *s = Some(map);
+        }
     }
 
     /// Keeps `c`, idle, for the next request to `addr`.
@@ -231,7 +254,8 @@ async fn send_direct(
     let buf = held
         .as_mut()
         .map_or_else(|| Vec::with_capacity(1024), |c| c.take_buffer());
-    let mut out = h1::Outgoing::new(req, buf);
+    let (mut out, spare) = h1::Outgoing::encode(req, buf);
+    affinity.keep_header_map(spare);
     if let Some(conn) = held {
         match h1::exchange(conn, &mut out).await {
             Ok((head, conn)) => return Ok(h1::respond(head, conn, affinity, addr)),
