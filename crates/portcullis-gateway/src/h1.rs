@@ -15,6 +15,7 @@
 //! `Content-Length` values, a bad chunk size or an unexpected `101` is an
 //! error (502), never guessed at.
 
+use crate::pipeline::propagate::Added;
 use crate::pipeline::proxy::{Affinity, Body, BoxError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
@@ -145,14 +146,16 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Encodes `req`, whose target is already in origin form and whose
-    /// hop-by-hop headers are already removed, into `buf` (cleared first).
-    pub fn new(req: http::Request<Body>, buf: Vec<u8>) -> Outgoing {
-        Self::encode(req, buf).0
-    }
-
-    /// [`Outgoing::new`], and the request's header map, emptied, for the
-    /// next request to be parsed into.
-    pub fn encode(req: http::Request<Body>, mut buf: Vec<u8>) -> (Outgoing, HeaderMap) {
+    /// hop-by-hop headers are already removed, into `buf` (cleared first),
+    /// with `host` as its `Host` and the fields the gateway `added`.
+    /// Returns the request's header map too, emptied, for the next request
+    /// to be parsed into.
+    pub fn encode(
+        req: http::Request<Body>,
+        mut buf: Vec<u8>,
+        host: &HeaderValue,
+        added: &Added,
+    ) -> (Outgoing, HeaderMap) {
         let (mut parts, body) = req.into_parts();
         buf.clear();
         buf.extend_from_slice(parts.method.as_str().as_bytes());
@@ -164,13 +167,19 @@ impl Outgoing {
                 .map_or("/", http::uri::PathAndQuery::as_str)
                 .as_bytes(),
         );
-        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        buf.extend_from_slice(host.as_bytes());
+        buf.extend_from_slice(b"\r\n");
         for (name, value) in &parts.headers {
+            if name == http::header::HOST {
+                continue;
+            }
             buf.extend_from_slice(name.as_str().as_bytes());
             buf.extend_from_slice(b": ");
             buf.extend_from_slice(value.as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
+        added.encode(&mut buf);
         let hint = http_body::Body::size_hint(&body);
         let empty = http_body::Body::is_end_stream(&body);
         let mut chunked = false;

@@ -142,12 +142,12 @@ where
     // client could otherwise name the headers added next (the internal
     // token, `X-Forwarded-For`) and have them removed on the way up.
     proxy::remove_hop_by_hop(&mut parts.headers);
-    propagate::rewrite(
+    let added = propagate::rewrite(
         &mut parts.headers,
         &rt.config.identity_headers,
         client_ip,
         forwarded_host,
-        token.as_ref(),
+        token,
     );
     if let Some(header) = api_key_header(c) {
         parts.headers.remove(header);
@@ -171,9 +171,16 @@ where
         affinity,
         connect_timeout: rt.config.connect_timeout,
     };
-    let mut resp = proxy::forward(via, &c.pool, req, path_and_query, rt.config.request_timeout)
-        .await
-        .map_err(Reject::Proxy)?;
+    let mut resp = proxy::forward(
+        via,
+        &c.pool,
+        req,
+        added,
+        path_and_query,
+        rt.config.request_timeout,
+    )
+    .await
+    .map_err(Reject::Proxy)?;
     if let Some(Decision::Allowed { limit, remaining }) = limit {
         reply::ratelimit_headers(resp.headers_mut(), limit, remaining, None);
     }

@@ -179,14 +179,17 @@ fn stripped(name: &str, extra: &[String]) -> bool {
     has_prefix || ALWAYS_STRIPPED.iter().any(|h| folded_eq(h)) || extra.iter().any(|h| folded_eq(h))
 }
 
-/// Rewrites request headers for the upstream.
+/// Rewrites request headers for the upstream: strips what the client must
+/// not forward, and returns what the gateway adds (added when the request
+/// is sent: written straight into the request head on the gateway's own
+/// upstream connections, inserted into the map for hyper's client).
 pub fn rewrite(
     headers: &mut HeaderMap,
     extra_stripped: &[String],
     client_ip: IpAddr,
     forwarded_host: Option<HeaderValue>,
-    token: Option<&HeaderValue>,
-) {
+    token: Option<HeaderValue>,
+) -> Added {
     // With no internal token (a pass-through route) the client's own
     // Authorization is forwarded; every other stripped header still goes.
     let keep_auth = token.is_none();
@@ -199,15 +202,52 @@ pub fn rewrite(
             headers.remove(&k);
         }
     }
-    if let Some(v) = ip_header(client_ip) {
-        headers.insert(&X_FORWARDED_FOR, v);
+    Added {
+        forwarded_for: ip_header(client_ip),
+        forwarded_host,
+        token,
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(h) = forwarded_host {
-        headers.insert(&X_FORWARDED_HOST, h);
+}
+
+/// The fields the gateway adds to a forwarded request; the client's own
+/// fields of these names were stripped by [`rewrite`].
+#[derive(Debug, Default)]
+pub struct Added {
+    forwarded_for: Option<HeaderValue>,
+    forwarded_host: Option<HeaderValue>,
+    /// The internal token (or a BFF session's access token), as
+    /// `Authorization`.
+    token: Option<HeaderValue>,
+}
+
+impl Added {
+    /// Inserts the fields into `headers`.
+    pub fn insert_into(self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields() {
+            headers.insert(name, value.clone());
+        }
     }
-    if let Some(t) = token {
-        headers.insert(http::header::AUTHORIZATION, t.clone());
+
+    /// Appends the fields to a request head being encoded.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        for (name, value) in self.fields() {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        static HTTP: HeaderValue = HeaderValue::from_static("http");
+        [
+            (&X_FORWARDED_FOR, self.forwarded_for.as_ref()),
+            (&X_FORWARDED_PROTO, Some(&HTTP)),
+            (&X_FORWARDED_HOST, self.forwarded_host.as_ref()),
+            (&http::header::AUTHORIZATION, self.token.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| Some((n, v?)))
     }
 }
 

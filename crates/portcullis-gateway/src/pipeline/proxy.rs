@@ -243,18 +243,27 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<h1::Conn>, h
 
 /// Sends over the downstream connection's own upstream connection to
 /// `addr`, opening one if it has none (or the held one has closed).
+/// Where a request goes on the gateway's own upstream connections, and
+/// what its head gets besides the request's fields.
+struct Direct<'a> {
+    addr: SocketAddr,
+    host: &'a http::HeaderValue,
+    added: &'a super::propagate::Added,
+}
+
 async fn send_direct(
     affinity: &Arc<Affinity>,
-    addr: SocketAddr,
+    to: Direct<'_>,
     connect_timeout: Duration,
     req: Request<Body>,
 ) -> Result<Response<Body>, h1::Error> {
+    let addr = to.addr;
     let mut held = affinity.take(addr);
     // The held connection's buffer, kept from its last request.
     let buf = held
         .as_mut()
         .map_or_else(|| Vec::with_capacity(1024), |c| c.take_buffer());
-    let (mut out, spare) = h1::Outgoing::encode(req, buf);
+    let (mut out, spare) = h1::Outgoing::encode(req, buf, to.host, to.added);
     affinity.keep_header_map(spare);
     if let Some(conn) = held {
         match h1::exchange(conn, &mut out).await {
@@ -277,6 +286,7 @@ pub async fn forward(
     via: Via<'_>,
     pool: &Pool,
     mut req: Request<Body>,
+    added: super::propagate::Added,
     path_and_query: http::uri::PathAndQuery,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
@@ -300,15 +310,23 @@ pub async fn forward(
     *req.version_mut() = http::Version::HTTP_11;
     // Hop-by-hop headers were removed before the pipeline added its own
     // (`pipeline::run`), so that `Connection` cannot name those.
-    req.headers_mut()
-        .insert(http::header::HOST, target.host.clone());
     let started = std::time::Instant::now();
     let exchange = async {
         match (affinity, &pool.tls) {
-            (Some(a), _) => send_direct(a, target.addr, via.connect_timeout, req)
-                .await
-                .map_err(SendError::H1),
+            (Some(a), _) => {
+                let to = Direct {
+                    addr: target.addr,
+                    host: &target.host,
+                    added: &added,
+                };
+                send_direct(a, to, via.connect_timeout, req)
+                    .await
+                    .map_err(SendError::H1)
+            }
             (None, tls) => {
+                let h = req.headers_mut();
+                h.insert(http::header::HOST, target.host.clone());
+                added.insert_into(h);
                 let sent = match tls {
                     Some(tls) => tls.client().request(req).await,
                     None => via.client.request(req).await,
