@@ -6,9 +6,11 @@
 //! rewriting, no metrics, no timeouts. What the gateway costs above this is
 //! its pipeline; what this costs above nginx is the engine.
 //!
-//! Since 4b60578 the gateway drives its plain-HTTP upstream connections
-//! itself (`h1.rs`) instead of through hyper's client, so on the upstream
-//! side this is hyper's cost, not a floor under the gateway's.
+//! The gateway no longer runs on hyper for HTTP/1.1: since 4b60578 it
+//! drives its plain-HTTP upstream connections itself (`h1.rs`), and since
+//! 9e1e442 it serves its HTTP/1.1 clients itself too (`downstream.rs`). So
+//! this is now a baseline, hyper's cost for the same job, not a floor under
+//! the gateway's.
 //!
 //! ```sh
 //! cargo run --release -p portcullis-gateway --example hyper_floor -- LISTEN UPSTREAM [WORKERS]

@@ -65,7 +65,8 @@ pub struct Shared {
     pub max_header: usize,
     /// Time allowed for a request head once its first byte has arrived.
     pub header_timeout: Duration,
-    /// Time an idle keep-alive connection is kept.
+    /// Time an idle keep-alive connection is kept, at start (then that of
+    /// the configuration its last request ran on: a reload applies).
     pub idle_timeout: Duration,
     /// HTTP/2 connections.
     pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
@@ -163,6 +164,7 @@ pub async fn serve<IO: Split>(
         peer,
         cert,
         affinity: Arc::new(Affinity::default()),
+        idle: shared.idle_timeout,
     };
     conn.run(&shared, sleep, stop).await;
 }
@@ -218,6 +220,8 @@ struct Conn<IO: Split> {
     cert: Option<PeerCertificate>,
     /// This connection's own upstream connections.
     affinity: Arc<Affinity>,
+    /// How long it may wait for its next request.
+    idle: Duration,
 }
 
 /// How a connection goes on after an answer.
@@ -239,11 +243,16 @@ impl<IO: Split> Conn<IO> {
             let Some(rd) = self.rd.as_mut() else {
                 break After::Close { linger: false };
             };
+            let wait = Wait {
+                idle: self.idle,
+                header: shared.header_timeout,
+                limit: shared.head_limit(),
+            };
             let head = match read_head(
                 rd,
                 &mut self.rbuf,
                 &self.affinity,
-                shared,
+                wait,
                 sleep.as_mut(),
                 &mut stop,
             )
@@ -333,6 +342,7 @@ impl<IO: Split> Conn<IO> {
             req.extensions_mut().insert(cert.clone());
         }
         let rt = shared.current.load_full();
+        self.idle = rt.config.idle_timeout;
         let resp = pipeline::handle(rt, req, self.peer, Some(&self.affinity)).await;
         // The read half comes back if the body was read to its end; if it
         // was not, or is still held (by an upstream client that has not
@@ -369,6 +379,14 @@ impl<IO: Split> Conn<IO> {
     }
 }
 
+/// How long a request head may take, and how large it may be.
+#[derive(Clone, Copy)]
+struct Wait {
+    idle: Duration,
+    header: Duration,
+    limit: usize,
+}
+
 /// A request head, parsed and checked.
 struct Head {
     parts: http::request::Parts,
@@ -384,18 +402,17 @@ async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     rbuf: &mut BytesMut,
     affinity: &Affinity,
-    shared: &Shared,
+    wait: Wait,
     mut sleep: Pin<&mut Sleep>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Head>, Reject> {
     let mut started = false;
     loop {
         if !rbuf.is_empty() {
-            if let Some(head) = parse_request(rbuf, shared.head_limit(), || affinity.header_map())?
-            {
+            if let Some(head) = parse_request(rbuf, wait.limit, || affinity.header_map())? {
                 return Ok(Some(head));
             }
-            if rbuf.len() > shared.head_limit() {
+            if rbuf.len() > wait.limit {
                 return Err(Reject::HeadersTooLarge);
             }
         }
@@ -404,13 +421,13 @@ async fn read_head<R: AsyncRead + Unpin>(
         // (both from now: a later deadline than the last one costs no
         // timer registration).
         if !started {
-            let wait = if rbuf.is_empty() {
-                shared.idle_timeout
+            let time = if rbuf.is_empty() {
+                wait.idle
             } else {
                 started = true;
-                shared.header_timeout
+                wait.header
             };
-            sleep.as_mut().reset(Instant::now() + wait);
+            sleep.as_mut().reset(Instant::now() + time);
         }
         rbuf.reserve(READ_RESERVE);
         let idle = rbuf.is_empty();

@@ -85,6 +85,16 @@ async fn read_until(s: &mut TcpStream, buf: &mut String, done: impl Fn(&str) -> 
     false
 }
 
+/// Sends `GET path` on `s` and waits for the upstream's echo of it.
+async fn get(s: &mut TcpStream, path: &str) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let want = format!("GET {path} []");
+    let mut buf = String::new();
+    let closed = read_until(s, &mut buf, |b| b.contains(&want)).await;
+    assert!(!closed, "closed before answering {path}: {buf}");
+}
+
 /// Whether the connection is closed by the gateway within 5 s, with
 /// nothing more sent.
 async fn closes(s: &mut TcpStream) -> bool {
@@ -142,11 +152,7 @@ async fn pipelined_requests_with_bodies_are_answered_in_order() {
     let want = format!("PUT /open/5 [{big}]");
     read_until(&mut s, &mut buf, |b| b.contains(&want)).await;
     // The connection still serves.
-    s.write_all(b"GET /open/6 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    read_until(&mut s, &mut buf, |b| b.contains("GET /open/6 []")).await;
+    get(&mut s, "/open/6").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,11 +265,7 @@ async fn malformed_heads_get_400_and_the_connection_closed() {
 async fn idle_connections_close_and_the_drain_closes_them_at_once() {
     let gw = gateway(400).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /open/1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    read_until(&mut s, &mut buf, |b| b.contains("GET /open/1 []")).await;
+    get(&mut s, "/open/1").await;
     let idle = Instant::now();
     assert!(closes(&mut s).await);
     let waited = idle.elapsed();
@@ -279,11 +281,7 @@ async fn idle_connections_close_and_the_drain_closes_them_at_once() {
     // its timeout.
     let gw = gateway(60_000).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /open/2 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    read_until(&mut s, &mut buf, |b| b.contains("GET /open/2 []")).await;
+    get(&mut s, "/open/2").await;
     let started = Instant::now();
     gw.shutdown(Duration::from_secs(10)).await;
     assert!(
@@ -291,4 +289,36 @@ async fn idle_connections_close_and_the_drain_closes_them_at_once() {
         "the drain waited on an idle connection"
     );
     assert!(closes(&mut s).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_idle_timeout_applies_after_the_next_request() {
+    let up = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let config = |idle_ms: u64| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[timeouts]\nidle_ms = {idle_ms}\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n\
+             [[routes]]\nname = \"open\"\npath_prefix = \"/open\"\nupstream = \"up\"\nauth = [\"anonymous\"]\n"
+        )
+    };
+    std::fs::write(&file, config(60_000)).unwrap();
+    let loaded = portcullis_gateway::load(&file, &|_| {}).unwrap();
+    let gw = portcullis_gateway::start(loaded, Some(file.clone()), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    get(&mut s, "/open/1").await;
+    std::fs::write(&file, config(300)).unwrap();
+    let reloaded = gw.reload().await.unwrap();
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
+    get(&mut s, "/open/2").await;
+    let idle = Instant::now();
+    assert!(closes(&mut s).await);
+    assert!(
+        idle.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        idle.elapsed()
+    );
 }
