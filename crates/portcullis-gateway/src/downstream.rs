@@ -486,9 +486,10 @@ fn parse_request_in<const N: usize, M: FnOnce() -> HeaderMap>(
     limit: usize,
     map: M,
 ) -> Result<Option<Head>, Parse> {
-    let mut slots = [httparse::EMPTY_HEADER; N];
-    let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
+    // Slots httparse fills as it parses: none is initialised beforehand.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; N];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len > limit => {
             return Err(Parse::Refused(Reject::HeadersTooLarge));
         }

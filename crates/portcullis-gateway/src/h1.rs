@@ -606,9 +606,12 @@ fn parse_head_in<const N: usize>(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<Option<Head>>, Error> {
-    let mut slots = [httparse::EMPTY_HEADER; N];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
+    // Slots httparse fills as it parses: none is initialised beforehand.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; N];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -743,8 +746,14 @@ enum Hop {
 }
 
 fn hop_by_hop(name: &[u8]) -> Option<Hop> {
+    // By first letter and length first: most names are none of these.
+    if !matches!(
+        name.first().map(u8::to_ascii_lowercase),
+        Some(b'c' | b'k' | b'p' | b't' | b'u')
+    ) {
+        return None;
+    }
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-    // By length first: most names are none of these.
     match name.len() {
         2 if is("te") => Some(Hop::Other),
         7 if is("trailer") || is("upgrade") => Some(Hop::Other),

@@ -22,7 +22,6 @@ use ratelimit::Decision;
 pub use reply::Reject;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Handles one request end to end. Never panics on input; every refusal is
 /// a [`Reject`] turned into a response in one place.
@@ -36,7 +35,6 @@ where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<proxy::BoxError>,
 {
-    let started = Instant::now();
     let method = req.method().clone();
     let (mut log, result) = {
         let mut log = reply::AccessLog::new(&method, peer);
@@ -47,7 +45,7 @@ where
         Ok(r) => r,
         Err(reject) => reject.into_response(),
     };
-    log.finish(resp.status(), started.elapsed());
+    log.finish(resp.status());
     resp
 }
 
@@ -159,9 +157,14 @@ where
             .map_err(Reject::Proxy)?;
 
     // 6. Proxy.
-    let body = http_body_util::Limited::new(body, rt.config.max_body_bytes)
-        .map_err(|e| e as proxy::BoxError)
-        .boxed();
+    // An empty body is boxed without an allocation (a zero-sized one).
+    let body = if body.is_end_stream() {
+        Body::default()
+    } else {
+        http_body_util::Limited::new(body, rt.config.max_body_bytes)
+            .map_err(|e| e as proxy::BoxError)
+            .boxed()
+    };
     let req = Request::from_parts(parts, body);
     if log.enabled {
         log.upstream = c.pool.name.to_string();

@@ -287,6 +287,8 @@ pub fn check_framing(
 pub struct AccessLog {
     method: http::Method,
     peer: std::net::SocketAddr,
+    /// When the request began (only taken when the log is on).
+    started: Option<std::time::Instant>,
     /// Whether the access log is on: the fields below are only filled then.
     pub enabled: bool,
     /// Normalized path.
@@ -304,10 +306,12 @@ pub struct AccessLog {
 impl AccessLog {
     /// A log record for a new request.
     pub fn new(method: &http::Method, peer: std::net::SocketAddr) -> Self {
+        let enabled = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO);
         Self {
             method: method.clone(),
             peer,
-            enabled: tracing::enabled!(target: "portcullis::access", tracing::Level::INFO),
+            started: enabled.then(std::time::Instant::now),
+            enabled,
             path: String::new(),
             route: "unmatched",
             subject: String::new(),
@@ -317,7 +321,7 @@ impl AccessLog {
     }
 
     /// Emits the record and the request metrics.
-    pub fn finish(&mut self, status: StatusCode, elapsed: Duration) {
+    pub fn finish(&mut self, status: StatusCode) {
         requests_counter(self.route, status, self.auth).increment(1);
         if !self.enabled {
             return;
@@ -331,7 +335,9 @@ impl AccessLog {
             subject: &self.subject,
             upstream: &self.upstream,
             client: self.peer.ip(),
-            ms: elapsed.as_secs_f64() * 1000.0,
+            ms: self
+                .started
+                .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
         });
     }
 }
