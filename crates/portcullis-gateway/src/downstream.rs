@@ -47,13 +47,14 @@ const MAX_HEADERS: usize = 100;
 const READ_RESERVE: usize = 8 * 1024;
 /// A write buffer larger than this (it carried a large body) is not kept.
 const KEEP_BUFFER: usize = 64 * 1024;
-/// After an answer that ends a connection with a request body unread, the
-/// rest of the body is read and dropped for at most this long (and at
-/// most [`LINGER_BYTES`]) before the socket is closed: closing with
-/// unread input makes the kernel send a reset, which can destroy the
-/// answer before the client has read it.
+/// After an answer that ends a connection with a request body unread, what
+/// the client still sends is read and dropped until it stops (nothing for
+/// [`LINGER_GAP`]) or for [`LINGER`] at most, before the socket is closed:
+/// closing with unread input makes the kernel send a reset, which can
+/// destroy the answer before the client has read it (nginx's lingering
+/// close).
 const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_GAP: Duration = Duration::from_millis(500);
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -267,7 +268,23 @@ impl<IO: Split> Conn<IO> {
                     break After::Close { linger: true };
                 }
             };
-            match self.exchange(shared, head, &stop).await {
+            // The pipeline's future is awaited here, in the connection's
+            // own future, not in one nested between them: a future is
+            // copied whole into the one that awaits it.
+            let (req, flight) = self.prepare(head);
+            if flight.expect_continue
+                && self
+                    .wr
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+            {
+                break After::Close { linger: false };
+            }
+            let rt = shared.current.load_full();
+            self.idle = rt.config.idle_timeout;
+            let resp = pipeline::handle(rt, req, self.peer, Some(&self.affinity)).await;
+            match self.answer(resp, flight, &stop).await {
                 After::Next => {}
                 close => break close,
             }
@@ -277,53 +294,41 @@ impl<IO: Split> Conn<IO> {
             // Read what the client still sends, so that the close does not
             // reset the connection before it has read the answer.
             let drain = async {
-                let mut seen = 0;
                 let mut scratch = vec![0u8; 16 * 1024];
-                while seen < LINGER_BYTES {
-                    match rd.read(&mut scratch).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen += n,
-                    }
-                }
+                while let Ok(Ok(n)) = tokio::time::timeout(LINGER_GAP, rd.read(&mut scratch)).await
+                    && n > 0
+                {}
             };
             let _ = tokio::time::timeout(LINGER, drain).await;
         }
     }
 
-    /// Runs one request through the pipeline and writes its answer.
-    async fn exchange(
-        &mut self,
-        shared: &Shared,
-        head: Head,
-        stop: &watch::Receiver<bool>,
-    ) -> After {
+    /// Turns a parsed head into the request for the pipeline: its body
+    /// whole from the buffer, or read from the connection as it is polled
+    /// (the read half lent to it).
+    fn prepare(&mut self, head: Head) -> (Request<RequestBody<IO::Read>>, InFlight<IO::Read>) {
         let Head {
             parts,
             framing,
             keep_alive,
             expect_continue,
         } = head;
-        let head_request = parts.method == Method::HEAD;
-        let http10 = parts.version == Version::HTTP_10;
-        let mut back = None;
+        let mut flight = InFlight {
+            head_request: parts.method == Method::HEAD,
+            http10: parts.version == Version::HTTP_10,
+            keep_alive,
+            expect_continue: false,
+            back: None,
+        };
         let body = match framing {
             Framing::Length(0) | Framing::Empty | Framing::Close => RequestBody::Empty,
             Framing::Length(n) if n <= self.rbuf.len() as u64 => {
                 RequestBody::Full(Some(self.rbuf.split_to(n as usize).freeze()))
             }
             framing => {
-                if expect_continue
-                    && !http10
-                    && self
-                        .wr
-                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        .await
-                        .is_err()
-                {
-                    return After::Close { linger: false };
-                }
+                flight.expect_continue = expect_continue && !flight.http10;
                 let (tx, rx) = oneshot::channel();
-                back = Some(rx);
+                flight.back = Some(rx);
                 let rd = self.rd.take();
                 RequestBody::Streaming(Streaming {
                     lent: rd.map(|rd| Lent {
@@ -341,14 +346,21 @@ impl<IO: Split> Conn<IO> {
         if let Some(cert) = &self.cert {
             req.extensions_mut().insert(cert.clone());
         }
-        let rt = shared.current.load_full();
-        self.idle = rt.config.idle_timeout;
-        let resp = pipeline::handle(rt, req, self.peer, Some(&self.affinity)).await;
-        // The read half comes back if the body was read to its end; if it
-        // was not, or is still held (by an upstream client that has not
-        // finished with it), the connection ends with this answer.
+        (req, flight)
+    }
+
+    /// Writes the pipeline's answer, and takes the read half back if the
+    /// request body was read to its end; if it was not, or is still held
+    /// (by an upstream client that has not finished with it), the
+    /// connection ends with this answer.
+    async fn answer(
+        &mut self,
+        resp: http::Response<pipeline::proxy::Body>,
+        flight: InFlight<IO::Read>,
+        stop: &watch::Receiver<bool>,
+    ) -> After {
         let mut unread = false;
-        if let Some(mut rx) = back {
+        if let Some(mut rx) = flight.back {
             match rx.try_recv() {
                 Ok(lent) => {
                     unread = !lent.complete;
@@ -358,13 +370,13 @@ impl<IO: Split> Conn<IO> {
                 Err(_) => unread = true,
             }
         }
-        let keep_alive = keep_alive && !unread && !*stop.borrow();
+        let keep_alive = flight.keep_alive && !unread && !*stop.borrow();
         let written = write_answer(
             &mut self.wr,
             &mut self.wbuf,
             resp,
-            head_request,
-            http10,
+            flight.head_request,
+            flight.http10,
             keep_alive,
         )
         .await;
@@ -377,6 +389,17 @@ impl<IO: Split> Conn<IO> {
             Err(_) => After::Close { linger: false },
         }
     }
+}
+
+/// What the answer to a request in the pipeline needs to know.
+struct InFlight<R> {
+    head_request: bool,
+    http10: bool,
+    keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect_continue: bool,
+    /// Where a lent read half comes back.
+    back: Option<oneshot::Receiver<Lent<R>>>,
 }
 
 /// How long a request head may take, and how large it may be.

@@ -746,14 +746,8 @@ enum Hop {
 }
 
 fn hop_by_hop(name: &[u8]) -> Option<Hop> {
-    // By first letter and length first: most names are none of these.
-    if !matches!(
-        name.first().map(u8::to_ascii_lowercase),
-        Some(b'c' | b'k' | b'p' | b't' | b'u')
-    ) {
-        return None;
-    }
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    // By length first: most names are none of these.
     match name.len() {
         2 if is("te") => Some(Hop::Other),
         7 if is("trailer") || is("upgrade") => Some(Hop::Other),
