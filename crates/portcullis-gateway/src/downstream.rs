@@ -268,9 +268,6 @@ impl<IO: Split> Conn<IO> {
                     break After::Close { linger: true };
                 }
             };
-            // The pipeline's future is awaited here, in the connection's
-            // own future, not in one nested between them: a future is
-            // copied whole into the one that awaits it.
             let (req, flight) = self.prepare(head);
             if flight.expect_continue
                 && self
