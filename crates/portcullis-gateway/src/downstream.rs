@@ -122,6 +122,7 @@ pub async fn serve<IO: Split>(
     let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
     let mut sleep = pin!(tokio::time::sleep(shared.idle_timeout));
     // Enough of the first bytes to tell HTTP/2's preface from a request line.
+    let mut preface_started = false;
     loop {
         let n = rbuf.len().min(PREFACE.len());
         if rbuf[..n] != PREFACE[..n] {
@@ -140,12 +141,15 @@ pub async fn serve<IO: Split>(
             )
             .await;
         }
-        let deadline = if rbuf.is_empty() {
-            shared.idle_timeout
-        } else {
-            shared.header_timeout
-        };
-        sleep.as_mut().reset(Instant::now() + deadline);
+        // The idle timeout until a first byte, then the header timeout
+        // from that byte on, set once: a preface sent a byte at a time
+        // does not stretch it.
+        if rbuf.is_empty() {
+            sleep.as_mut().reset(Instant::now() + shared.idle_timeout);
+        } else if !preface_started {
+            preface_started = true;
+            sleep.as_mut().reset(Instant::now() + shared.header_timeout);
+        }
         rbuf.reserve(READ_RESERVE);
         tokio::select! {
             r = io.read_buf(&mut rbuf) => match r {
@@ -380,9 +384,13 @@ impl<IO: Split> Conn<IO> {
         if self.wbuf.capacity() > KEEP_BUFFER {
             self.wbuf = Vec::new();
         }
+        // Any close after a written answer lingers: the client may have
+        // sent more (a body left unread, or requests pipelined behind a
+        // `Connection: close`), and a close with input unread resets the
+        // connection, which can destroy the answer (RFC 9112 §9.6).
         match written {
             Ok(true) if !unread => After::Next,
-            Ok(_) => After::Close { linger: unread },
+            Ok(_) => After::Close { linger: true },
             Err(_) => After::Close { linger: false },
         }
     }

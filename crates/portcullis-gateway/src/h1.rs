@@ -363,12 +363,24 @@ impl Framing {
                     Chunk::Trailers(seen) => {
                         // Trailer fields are not forwarded; each line is
                         // skipped until the empty one that ends the body.
-                        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        // A line must end in CRLF and hold no other CR or
+                        // LF, and a field its colon: a peer that reads a
+                        // bare LF as a line end must not see a request
+                        // (or an answer) hidden in the trailers.
+                        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
                             if seen + buf.len() > MAX_TRAILERS {
                                 return Step::Invalid("trailers too large");
                             }
                             return more(eof);
                         };
+                        if lf == 0 || buf[lf - 1] != b'\r' {
+                            return Step::Invalid("trailer line not ended by CRLF");
+                        }
+                        let end = lf - 1;
+                        let line = &buf[..end];
+                        if line.contains(&b'\r') || (end > 0 && !line.contains(&b':')) {
+                            return Step::Invalid("malformed trailer field");
+                        }
                         buf.advance(end + 2);
                         if end == 0 {
                             *self = Framing::Length(0);
@@ -1053,6 +1065,28 @@ mod tests {
         }
         // Closed before the last chunk.
         assert!(decode(Framing::Chunked(Chunk::Size), &[b"5\r\nhello\r\n"]).is_err());
+        // Trailers: CRLF lines of fields only; no request hidden behind a
+        // bare LF.
+        for wire in [
+            &b"0\r\n\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"0\r\nx-t: 1\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\nx-t: a\rb\r\n\r\n",
+            b"0\r\nno colon here\r\n\r\n",
+        ] {
+            assert!(
+                decode(Framing::Chunked(Chunk::Size), &[wire]).is_err(),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        assert_eq!(
+            decode(
+                Framing::Chunked(Chunk::Size),
+                &[b"1\r\na\r\n0\r\nx-t: 1\r\ny: 2\r\n\r\n"]
+            )
+            .unwrap(),
+            b"a"
+        );
         let long = vec![b'1'; MAX_CHUNK_LINE + 10];
         assert!(decode(Framing::Chunked(Chunk::Size), &[&long]).is_err());
     }

@@ -276,6 +276,19 @@ async fn idle_connections_close_and_the_drain_closes_them_at_once() {
     // A connection that never sends anything is closed too.
     let mut silent = TcpStream::connect(gw.addr).await.unwrap();
     assert!(closes(&mut silent).await);
+    // The HTTP/2 preface a byte at a time does not stretch the header
+    // timeout (500 ms from the first byte).
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    let first = Instant::now();
+    for b in b"PRI * HTTP/" {
+        if slow.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(closes(&mut slow).await);
+    let cut = first.elapsed();
+    assert!(cut < Duration::from_millis(2000), "cut off after {cut:?}");
 
     // Shutdown: an idle keep-alive connection is closed without waiting for
     // its timeout.

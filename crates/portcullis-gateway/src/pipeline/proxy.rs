@@ -356,6 +356,14 @@ pub async fn forward(
             pool.report(target, false);
             Err(ProxyError::Upstream)
         }
+        // An interim status as the final answer (a `101` from an upstream
+        // on hyper's client, say) would switch the client's connection to
+        // another protocol; it is a bad answer (h1.rs refuses it as well).
+        Ok(Ok(resp)) if resp.status().is_informational() => {
+            tracing::warn!(upstream = %pool.name, addr = %target.addr, status = %resp.status(), "upstream answered with an interim status");
+            pool.report(target, false);
+            Err(ProxyError::Upstream)
+        }
         Ok(Ok(resp)) => {
             pool.report(
                 target,
