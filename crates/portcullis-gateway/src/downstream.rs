@@ -22,7 +22,7 @@
 //! read to its end; a body not read to its end (a refusal, a 413) ends the
 //! connection after the answer.
 
-use crate::h1::{self, Framing, Step};
+use crate::h1::{self, Framing};
 use crate::pipeline::{self, Reject, proxy::Affinity};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
@@ -74,11 +74,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The longest head read before it is refused: the header limit plus
-    /// room for the request line (the pipeline then checks the fields
-    /// alone against the limit).
-    fn head_limit(&self) -> usize {
-        self.max_header.max(8192) + 1024
+    /// What a connection waiting `idle` for its next request may take to
+    /// read a head. The longest head read before it is refused is the
+    /// header limit plus room for the request line (the pipeline then
+    /// checks the fields alone against the limit).
+    fn wait(&self, idle: Duration) -> Wait {
+        Wait {
+            idle,
+            header: self.header_timeout,
+            limit: self.max_header.max(8192) + 1024,
+        }
     }
 }
 
@@ -122,7 +127,7 @@ pub async fn serve<IO: Split>(
     let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
     let mut sleep = pin!(tokio::time::sleep(shared.idle_timeout));
     // Enough of the first bytes to tell HTTP/2's preface from a request line.
-    let mut preface_started = false;
+    let mut started = false;
     loop {
         let n = rbuf.len().min(PREFACE.len());
         if rbuf[..n] != PREFACE[..n] {
@@ -141,23 +146,19 @@ pub async fn serve<IO: Split>(
             )
             .await;
         }
-        // The idle timeout until a first byte, then the header timeout
-        // from that byte on, set once: a preface sent a byte at a time
-        // does not stretch it.
-        if rbuf.is_empty() {
-            sleep.as_mut().reset(Instant::now() + shared.idle_timeout);
-        } else if !preface_started {
-            preface_started = true;
-            sleep.as_mut().reset(Instant::now() + shared.header_timeout);
-        }
-        rbuf.reserve(READ_RESERVE);
-        tokio::select! {
-            r = io.read_buf(&mut rbuf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-            () = &mut sleep => return,
-            _ = stop.wait_for(|s| *s), if rbuf.is_empty() => return,
+        // A preface sent a byte at a time does not stretch the timeout.
+        let wait = shared.wait(shared.idle_timeout);
+        if !read_more(
+            &mut io,
+            &mut rbuf,
+            wait,
+            &mut started,
+            sleep.as_mut(),
+            &mut stop,
+        )
+        .await
+        {
+            return;
         }
     }
     let (rd, wr) = io.split();
@@ -188,17 +189,9 @@ async fn serve_h2<IO: Split>(
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
-        let keep_length = req.method() == Method::HEAD;
-        async move {
-            let mut resp = pipeline::handle(rt, req, peer, None).await;
-            // An HTTP/1.1 upstream's fields as it sent them (none come this
-            // way today: HTTP/2 clients take hyper's upstream client).
-            if let Some(fields) = resp.extensions_mut().remove::<h1::Fields>() {
-                let keep_length = keep_length || resp.status() == StatusCode::NOT_MODIFIED;
-                fields.add_to(resp.headers_mut(), keep_length);
-            }
-            Ok::<_, std::convert::Infallible>(resp)
-        }
+        // No affinity: HTTP/2 requests take the shared upstream pools, so
+        // no answer here carries `h1::Fields`.
+        async move { Ok::<_, std::convert::Infallible>(pipeline::handle(rt, req, peer, None).await) }
     });
     let conn = shared.h2.serve_connection(TokioIo::new(io), svc);
     let mut conn = pin!(conn);
@@ -248,16 +241,11 @@ impl<IO: Split> Conn<IO> {
             let Some(rd) = self.rd.as_mut() else {
                 break After::Close { linger: false };
             };
-            let wait = Wait {
-                idle: self.idle,
-                header: shared.header_timeout,
-                limit: shared.head_limit(),
-            };
             let head = match read_head(
                 rd,
                 &mut self.rbuf,
                 &self.affinity,
-                wait,
+                shared.wait(self.idle),
                 sleep.as_mut(),
                 &mut stop,
             )
@@ -444,30 +432,43 @@ async fn read_head<R: AsyncRead + Unpin>(
                 return Err(Reject::HeadersTooLarge);
             }
         }
-        // An idle connection waits up to the idle timeout for a request;
-        // once a head has begun, it has the header timeout to complete
-        // (both from now: a later deadline than the last one costs no
-        // timer registration).
-        if !started {
-            let time = if rbuf.is_empty() {
-                wait.idle
-            } else {
-                started = true;
-                wait.header
-            };
-            sleep.as_mut().reset(Instant::now() + time);
+        if !read_more(rd, rbuf, wait, &mut started, sleep.as_mut(), stop).await {
+            return Ok(None);
         }
-        rbuf.reserve(READ_RESERVE);
-        let idle = rbuf.is_empty();
-        tokio::select! {
-            biased;
-            r = rd.read_buf(rbuf) => match r {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
-            },
-            () = sleep.as_mut() => return Ok(None),
-            _ = stop.wait_for(|s| *s), if idle => return Ok(None),
-        }
+    }
+}
+
+/// Reads more of a request head (or of the HTTP/2 preface) into `rbuf`.
+/// Until its first byte the idle timeout runs, from that byte the header
+/// timeout, set once (`started`). `false`: the connection is to close
+/// quietly (the client closed it, it stayed idle or slow too long, or the
+/// gateway is stopping and it is idle).
+async fn read_more<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    wait: Wait,
+    started: &mut bool,
+    mut sleep: Pin<&mut Sleep>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    // Both deadlines from now: a later deadline than the last one costs no
+    // timer registration.
+    if !*started {
+        let time = if rbuf.is_empty() {
+            wait.idle
+        } else {
+            *started = true;
+            wait.header
+        };
+        sleep.as_mut().reset(Instant::now() + time);
+    }
+    rbuf.reserve(READ_RESERVE);
+    let idle = rbuf.is_empty();
+    tokio::select! {
+        biased;
+        r = rd.read_buf(rbuf) => matches!(r, Ok(n) if n > 0),
+        () = sleep.as_mut() => false,
+        _ = stop.wait_for(|s| *s), if idle => false,
     }
 }
 
@@ -815,44 +816,37 @@ impl<R: AsyncRead + Unpin> http_body::Body for RequestBody<R> {
             RequestBody::Full(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             RequestBody::Streaming(s) => s,
         };
-        loop {
-            let Some(lent) = s.lent.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match s.framing.step(&mut lent.buf, s.eof) {
-                Step::Data(data) => {
-                    // A client (hyper's) may stop polling once it has the
-                    // length it was told: the last piece ends it here.
-                    if s.framing == Framing::Length(0) {
-                        s.give_back(true);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Step::Done => {
+        let Some(lent) = s.lent.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let piece = h1::poll_piece(
+            &mut s.framing,
+            &mut lent.buf,
+            &mut lent.rd,
+            &mut s.eof,
+            READ_RESERVE,
+            cx,
+        );
+        match ready!(piece) {
+            Ok(Some(data)) => {
+                // A client (hyper's) may stop polling once it has the
+                // length it was told: the last piece ends it here.
+                if s.framing == Framing::Length(0) {
                     s.give_back(true);
-                    return Poll::Ready(None);
                 }
-                Step::Invalid(why) => {
-                    s.give_back(false);
-                    return Poll::Ready(Some(Err(Box::new(BodyError(why)))));
-                }
-                Step::More => {
-                    lent.buf.reserve(READ_RESERVE);
-                    match ready!(tokio_util::io::poll_read_buf(
-                        Pin::new(&mut lent.rd),
-                        cx,
-                        &mut lent.buf
-                    )) {
-                        Ok(0) => s.eof = true,
-                        Ok(_) => {}
-                        Err(_) => {
-                            s.give_back(false);
-                            return Poll::Ready(Some(Err(Box::new(BodyError(
-                                "the client's connection failed",
-                            )))));
-                        }
-                    }
-                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Ok(None) => {
+                s.give_back(true);
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                s.give_back(false);
+                let why = match e {
+                    h1::Error::Framing(why) => why,
+                    _ => "the client's connection failed",
+                };
+                Poll::Ready(Some(Err(Box::new(BodyError(why)))))
             }
         }
     }

@@ -855,16 +855,6 @@ impl Fields {
                 (&l[..colon], l)
             })
     }
-
-    /// Adds the forwarded fields to `map` (for a client on HTTP/2).
-    pub fn add_to(&self, map: &mut HeaderMap, keep_length: bool) {
-        for (name, line) in self.lines(keep_length) {
-            let value = line.get(name.len() + 1..).unwrap_or_default().trim_ascii();
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-                map.append(n, v);
-            }
-        }
-    }
 }
 
 /// A `Content-Length` value: digits only (no sign, no list).
@@ -922,6 +912,35 @@ pub fn respond(
     answer(body.boxed())
 }
 
+/// The next piece of a body framed by `framing`, taken from `buf` and read
+/// into it from `rd` as needed (`eof`: `rd` has ended). `Ok(None)`: the body
+/// is over. Used both ways: answer bodies from upstreams, request bodies
+/// from clients.
+pub(crate) fn poll_piece<R: tokio::io::AsyncRead + Unpin>(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+    rd: &mut R,
+    eof: &mut bool,
+    reserve: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, Error>> {
+    loop {
+        match framing.step(buf, *eof) {
+            Step::Data(data) => return Poll::Ready(Ok(Some(data))),
+            Step::Done => return Poll::Ready(Ok(None)),
+            Step::Invalid(why) => return Poll::Ready(Err(Error::Framing(why))),
+            Step::More => {
+                buf.reserve(reserve);
+                match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf)) {
+                    Ok(0) => *eof = true,
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(Error::Io(e))),
+                }
+            }
+        }
+    }
+}
+
 /// An answer body read from its upstream connection as it is polled.
 struct Incoming {
     conn: Option<Box<Conn>>,
@@ -953,42 +972,33 @@ impl http_body::Body for Incoming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match this.framing.step(&mut conn.rbuf, this.eof) {
-                Step::Data(data) => {
-                    // hyper stops polling a body once it has written the
-                    // length it was told: the last piece ends it here.
-                    if this.framing == Framing::Length(0) {
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Step::Done => {
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let piece = poll_piece(
+            &mut this.framing,
+            &mut conn.rbuf,
+            &mut conn.io,
+            &mut this.eof,
+            READ_RESERVE,
+            cx,
+        );
+        match ready!(piece) {
+            Ok(Some(data)) => {
+                // hyper stops polling a body once it has written the
+                // length it was told: the last piece ends it here.
+                if this.framing == Framing::Length(0) {
                     this.finish();
-                    return Poll::Ready(None);
                 }
-                Step::Invalid(why) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(Box::new(Error::Framing(why)))));
-                }
-                Step::More => {
-                    conn.rbuf.reserve(READ_RESERVE);
-                    match ready!(tokio_util::io::poll_read_buf(
-                        Pin::new(&mut conn.io),
-                        cx,
-                        &mut conn.rbuf
-                    )) {
-                        Ok(0) => this.eof = true,
-                        Ok(_) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(Box::new(Error::Io(e)))));
-                        }
-                    }
-                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Ok(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(Box::new(e))))
             }
         }
     }
@@ -1212,9 +1222,16 @@ mod tests {
     }
 
     impl Fields {
+        /// The forwarded fields as a header map.
         fn map(&self, keep_length: bool) -> HeaderMap {
             let mut m = HeaderMap::new();
-            self.add_to(&mut m, keep_length);
+            for (name, line) in self.lines(keep_length) {
+                let value = line.get(name.len() + 1..).unwrap_or_default().trim_ascii();
+                m.append(
+                    HeaderName::from_bytes(name).unwrap(),
+                    HeaderValue::from_bytes(value).unwrap(),
+                );
+            }
             m
         }
     }
