@@ -179,6 +179,9 @@ pub struct RawTimeouts {
     pub request_ms: Option<u64>,
     /// Idle keep-alive connections.
     pub idle_ms: Option<u64>,
+    /// Writing to a client that accepts none of an answer's bytes (the
+    /// connection is closed after).
+    pub send_ms: Option<u64>,
 }
 
 /// An upstream pool.
@@ -371,6 +374,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Idle timeout.
     pub idle_timeout: Duration,
+    /// Longest wait for a client to accept any bytes of an answer.
+    pub send_timeout: Duration,
     /// Pools by name.
     pub upstreams: HashMap<String, Upstream>,
     /// Consumers.
@@ -1040,6 +1045,18 @@ impl RawConfig {
             Some(n @ 1..=1024) => n,
             Some(n) => return Err(err("workers", format!("{n} is not in 1..=1024"))),
         };
+        let t = &self.timeouts;
+        for (key, v) in [
+            ("connect_ms", t.connect_ms),
+            ("header_ms", t.header_ms),
+            ("request_ms", t.request_ms),
+            ("idle_ms", t.idle_ms),
+            ("send_ms", t.send_ms),
+        ] {
+            if v == Some(0) {
+                return Err(err(format!("timeouts.{key}"), "must be at least 1"));
+            }
+        }
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         Ok(Config {
             listen,
@@ -1060,6 +1077,7 @@ impl RawConfig {
             header_timeout: ms(self.timeouts.header_ms, 10_000),
             request_timeout: ms(self.timeouts.request_ms, 30_000),
             idle_timeout: ms(self.timeouts.idle_ms, 60_000),
+            send_timeout: ms(self.timeouts.send_ms, 60_000),
             upstreams,
             consumers,
             authenticators,

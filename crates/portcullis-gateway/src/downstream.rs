@@ -23,7 +23,7 @@
 //! connection after the answer.
 
 use crate::h1::{self, Framing};
-use crate::pipeline::{self, Reject, proxy::Affinity};
+use crate::pipeline::{self, Peer, Reject, proxy::Affinity};
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -35,6 +35,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -94,6 +95,8 @@ pub trait Split: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Read: AsyncRead + Unpin + Send + Sync + 'static;
     /// The write half.
     type Write: AsyncWrite + Unpin + Send + 'static;
+    /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
+    const TLS: bool;
     /// Splits the connection.
     fn split(self) -> (Self::Read, Self::Write);
 }
@@ -101,6 +104,7 @@ pub trait Split: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 impl Split for tokio::net::TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
+    const TLS: bool = false;
     fn split(self) -> (Self::Read, Self::Write) {
         self.into_split()
     }
@@ -109,6 +113,7 @@ impl Split for tokio::net::TcpStream {
 impl Split for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     type Read = tokio::io::ReadHalf<Self>;
     type Write = tokio::io::WriteHalf<Self>;
+    const TLS: bool = true;
     fn split(self) -> (Self::Read, Self::Write) {
         tokio::io::split(self)
     }
@@ -162,6 +167,10 @@ pub async fn serve<IO: Split>(
         }
     }
     let (rd, wr) = io.split();
+    let peer = Peer {
+        addr: peer,
+        tls: IO::TLS,
+    };
     let conn: Conn<IO> = Conn {
         rd: Some(rd),
         rbuf,
@@ -171,40 +180,90 @@ pub async fn serve<IO: Split>(
         cert,
         affinity: Arc::new(Affinity::default()),
         idle: shared.idle_timeout,
+        send: shared.current.load().config.send_timeout,
     };
     conn.run(&shared, sleep, stop).await;
 }
 
-/// HTTP/2, by hyper; every request takes the same pipeline.
+/// HTTP/2, by hyper; every request takes the same pipeline. A connection
+/// on which no request started, and none was in flight, for `idle_ms` (that
+/// of the running configuration) is shut down gracefully (GOAWAY).
 async fn serve_h2<IO: Split>(
     io: Prefixed<IO>,
-    peer: SocketAddr,
+    addr: SocketAddr,
     cert: Option<PeerCertificate>,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) {
     let current = shared.current.clone();
+    let peer = Peer { addr, tls: IO::TLS };
+    let activity = Arc::new(H2Activity::default());
+    let seen = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let rt = current.load_full();
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
+        let busy = H2Busy::new(&activity);
         // No affinity: HTTP/2 requests take the shared upstream pools, so
         // no answer here carries `h1::Fields`.
-        async move { Ok::<_, std::convert::Infallible>(pipeline::handle(rt, req, peer, None).await) }
+        async move {
+            let resp = pipeline::handle(rt, req, peer, None).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = shared.h2.serve_connection(TokioIo::new(io), svc);
     let mut conn = pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+    let mut last = 0;
+    loop {
+        let idle = shared.current.load().config.idle_timeout;
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(idle) => {
+                let now = seen.events.load(Ordering::Relaxed);
+                if now == last && seen.in_flight.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                last = now;
+            }
         }
-        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
     }
+    conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// What an HTTP/2 connection's idle timer looks at.
+#[derive(Default)]
+struct H2Activity {
+    /// Requests started and finished (their pipelines), so far.
+    events: AtomicU64,
+    /// Requests whose pipeline is running.
+    in_flight: AtomicUsize,
+}
+
+/// A request in an HTTP/2 connection's pipeline.
+struct H2Busy(Arc<H2Activity>);
+
+impl H2Busy {
+    fn new(a: &Arc<H2Activity>) -> Self {
+        a.events.fetch_add(1, Ordering::Relaxed);
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(a.clone())
+    }
+}
+
+impl Drop for H2Busy {
+    fn drop(&mut self) {
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One HTTP/1.1 connection.
@@ -214,12 +273,14 @@ struct Conn<IO: Split> {
     rbuf: BytesMut,
     wr: IO::Write,
     wbuf: Vec<u8>,
-    peer: SocketAddr,
+    peer: Peer,
     cert: Option<PeerCertificate>,
     /// This connection's own upstream connections.
     affinity: Arc<Affinity>,
     /// How long it may wait for its next request.
     idle: Duration,
+    /// How long a write may wait for the client to accept bytes.
+    send: Duration,
 }
 
 /// How a connection goes on after an answer.
@@ -255,30 +316,44 @@ impl<IO: Split> Conn<IO> {
                 Ok(None) => break After::Close { linger: false },
                 Err(reject) => {
                     let resp = reject.into_response();
-                    let _ =
-                        write_answer(&mut self.wr, &mut self.wbuf, resp, false, false, false).await;
+                    let mut wr = Timed::new(&mut self.wr, sleep.as_mut(), self.send);
+                    let _ = write_answer(&mut wr, &mut self.wbuf, resp, false, false, false).await;
                     break After::Close { linger: true };
                 }
             };
-            let (req, flight) = self.prepare(head);
-            if flight.expect_continue
-                && self
-                    .wr
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .await
-                    .is_err()
-            {
-                break After::Close { linger: false };
-            }
+            let (req, mut flight) = self.prepare(head);
             let rt = shared.current.load_full();
             self.idle = rt.config.idle_timeout;
-            let resp = pipeline::handle(rt, req, self.peer, Some(&self.affinity)).await;
-            match self.answer(resp, flight, &stop).await {
+            self.send = rt.config.send_timeout;
+            let handle = pipeline::handle(rt, req, self.peer, Some(&self.affinity));
+            let resp = match flight.wants_continue.take() {
+                None => handle.await,
+                // `100 Continue` once the pipeline reads the body (it has
+                // authenticated the request and is sending it upstream);
+                // a request refused before that gets its answer alone.
+                Some(wants) => {
+                    let mut handle = pin!(handle);
+                    tokio::select! {
+                        biased;
+                        resp = handle.as_mut() => resp,
+                        Ok(()) = wants => {
+                            let mut wr = Timed::new(&mut self.wr, sleep.as_mut(), self.send);
+                            if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                                break After::Close { linger: false };
+                            }
+                            handle.await
+                        }
+                    }
+                }
+            };
+            match self.answer(resp, flight, &stop, sleep.as_mut()).await {
                 After::Next => {}
                 close => break close,
             }
         };
-        let _ = self.wr.shutdown().await;
+        let _ = Timed::new(&mut self.wr, sleep.as_mut(), self.send)
+            .shutdown()
+            .await;
         if let (After::Close { linger: true }, Some(mut rd)) = (after, self.rd.take()) {
             // Read what the client still sends, so that the close does not
             // reset the connection before it has read the answer.
@@ -306,7 +381,7 @@ impl<IO: Split> Conn<IO> {
             head_request: parts.method == Method::HEAD,
             http10: parts.version == Version::HTTP_10,
             keep_alive,
-            expect_continue: false,
+            wants_continue: None,
             back: None,
         };
         let body = match framing {
@@ -315,7 +390,11 @@ impl<IO: Split> Conn<IO> {
                 RequestBody::Full(Some(self.rbuf.split_to(n as usize).freeze()))
             }
             framing => {
-                flight.expect_continue = expect_continue && !flight.http10;
+                let wants_continue = (expect_continue && !flight.http10).then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    flight.wants_continue = Some(rx);
+                    tx
+                });
                 let (tx, rx) = oneshot::channel();
                 flight.back = Some(rx);
                 let rd = self.rd.take();
@@ -328,6 +407,7 @@ impl<IO: Split> Conn<IO> {
                     framing,
                     eof: false,
                     back: Some(tx),
+                    wants_continue,
                 })
             }
         };
@@ -347,6 +427,7 @@ impl<IO: Split> Conn<IO> {
         resp: http::Response<pipeline::proxy::Body>,
         flight: InFlight<IO::Read>,
         stop: &watch::Receiver<bool>,
+        sleep: Pin<&mut Sleep>,
     ) -> After {
         let mut unread = false;
         if let Some(mut rx) = flight.back {
@@ -361,7 +442,7 @@ impl<IO: Split> Conn<IO> {
         }
         let keep_alive = flight.keep_alive && !unread && !*stop.borrow();
         let written = write_answer(
-            &mut self.wr,
+            &mut Timed::new(&mut self.wr, sleep, self.send),
             &mut self.wbuf,
             resp,
             flight.head_request,
@@ -389,8 +470,9 @@ struct InFlight<R> {
     head_request: bool,
     http10: bool,
     keep_alive: bool,
-    /// The client waits for `100 Continue` before it sends the body.
-    expect_continue: bool,
+    /// The client waits for `100 Continue` before it sends the body: the
+    /// body's first poll says when.
+    wants_continue: Option<oneshot::Receiver<()>>,
     /// Where a lent read half comes back.
     back: Option<oneshot::Receiver<Lent<R>>>,
 }
@@ -773,6 +855,8 @@ struct Streaming<R> {
     eof: bool,
     /// Where the read half goes back to.
     back: Option<oneshot::Sender<Lent<R>>>,
+    /// Asks for `100 Continue` on the first poll.
+    wants_continue: Option<oneshot::Sender<()>>,
 }
 
 impl<R> Streaming<R> {
@@ -819,6 +903,10 @@ impl<R: AsyncRead + Unpin> http_body::Body for RequestBody<R> {
         let Some(lent) = s.lent.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(wants) = s.wants_continue.take() {
+            // The connection's task writes it, then polls this body again.
+            let _ = wants.send(());
+        }
         let piece = h1::poll_piece(
             &mut s.framing,
             &mut lent.buf,
@@ -917,6 +1005,83 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// A client's write half with a send timeout: a write, flush or shutdown
+/// that makes no progress for `limit` fails with `TimedOut`, and the
+/// connection is closed (nginx's `send_timeout`). The timer is the
+/// connection's own, idle while an answer is written, and it is only set
+/// when a write has to wait: one that the socket takes at once costs no
+/// clock read.
+struct Timed<'a, W> {
+    wr: &'a mut W,
+    sleep: Pin<&'a mut Sleep>,
+    limit: Duration,
+    /// The timer runs for the write now waiting.
+    armed: bool,
+}
+
+impl<'a, W: AsyncWrite + Unpin> Timed<'a, W> {
+    fn new(wr: &'a mut W, sleep: Pin<&'a mut Sleep>, limit: Duration) -> Self {
+        Self {
+            wr,
+            sleep,
+            limit,
+            armed: false,
+        }
+    }
+
+    /// What an inner poll gave: progress disarms the timer, a wait sets it
+    /// (once per wait) and fails when it runs out.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.armed = false;
+            return r;
+        }
+        if !self.armed {
+            self.armed = true;
+            self.sleep.as_mut().reset(Instant::now() + self.limit);
+        }
+        ready!(self.sleep.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client accepted no bytes within the send timeout",
+        )))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Timed<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut *this.wr).poll_write(cx, data);
+        this.timed(cx, r)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut *this.wr).poll_flush(cx);
+        this.timed(cx, r)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut *this.wr).poll_shutdown(cx);
+        this.timed(cx, r)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut *this.wr).poll_write_vectored(cx, bufs);
+        this.timed(cx, r)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.wr.is_write_vectored()
     }
 }
 

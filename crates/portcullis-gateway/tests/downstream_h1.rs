@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use portcullis_gateway::config::{RawAuthenticator, RawConfig, RawRoute, RawTimeouts, RawUpstream};
 use std::net::SocketAddr;
@@ -13,15 +14,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An upstream that answers with the method, path and body it received.
+/// Size of the answer to `/open/big`.
+const BIG: usize = 32 << 20;
+
+/// An upstream that answers with the method, path and body it received,
+/// and `/open/big` with `BIG` bytes.
 async fn echo_upstream() -> SocketAddr {
     let app = axum::Router::new().fallback(axum::routing::any(
         |method: http::Method, uri: http::Uri, body: Bytes| async move {
+            if uri.path() == "/open/big" {
+                return vec![b'x'; BIG].into_response();
+            }
             format!(
                 "{method} {} [{}]",
                 uri.path(),
                 String::from_utf8_lossy(&body)
             )
+            .into_response()
         },
     ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -32,6 +41,16 @@ async fn echo_upstream() -> SocketAddr {
 
 /// `/open` for anyone, `/closed` only with an API key (none is valid).
 async fn gateway(idle_ms: u64) -> portcullis_gateway::RunningGateway {
+    gateway_with(RawTimeouts {
+        header_ms: Some(500),
+        idle_ms: Some(idle_ms),
+        ..Default::default()
+    })
+    .await
+}
+
+/// [`gateway`] with these timeouts.
+async fn gateway_with(timeouts: RawTimeouts) -> portcullis_gateway::RunningGateway {
     let up = echo_upstream().await;
     let route = |name: &str, prefix: &str, auth: &str| RawRoute {
         name: name.into(),
@@ -43,11 +62,7 @@ async fn gateway(idle_ms: u64) -> portcullis_gateway::RunningGateway {
     let raw = RawConfig {
         listen: Some("127.0.0.1:0".into()),
         admin_listen: Some("127.0.0.1:0".into()),
-        timeouts: RawTimeouts {
-            header_ms: Some(500),
-            idle_ms: Some(idle_ms),
-            ..Default::default()
-        },
+        timeouts,
         upstreams: vec![RawUpstream {
             name: "up".into(),
             targets: vec![up.to_string()],
@@ -171,6 +186,19 @@ async fn expect_continue_http10_and_unread_bodies() {
     assert_eq!(buf, "HTTP/1.1 100 Continue\r\n\r\n");
     s.write_all(b"abc").await.unwrap();
     read_until(&mut s, &mut buf, |b| b.contains("[abc]")).await;
+
+    // ... but not to a request the pipeline refuses: its answer comes
+    // alone, and the body is never asked for.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /closed/e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    read_until(&mut s, &mut buf, |b| b.contains("\"error\"")).await;
+    assert!(buf.starts_with("HTTP/1.1 401"), "{buf}");
+    assert!(!buf.contains("100 Continue"), "{buf}");
 
     // HTTP/1.0: closed after the answer unless kept alive.
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
@@ -334,4 +362,94 @@ async fn a_reloaded_idle_timeout_applies_after_the_next_request() {
         "closed after {:?}",
         idle.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_send_ms() {
+    let gw = gateway_with(RawTimeouts {
+        send_ms: Some(300),
+        ..Default::default()
+    })
+    .await;
+    // A small receive window: the answer stalls once the socket buffers
+    // on both sides are full, far short of its 32 MiB.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /open/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Longer than send_ms: the gateway gives up on the stalled write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open ({got} bytes read)"
+    );
+    assert!(
+        got > 0 && got < BIG,
+        "{got} bytes: the answer should have been cut off"
+    );
+
+    // A client that reads gets the whole answer.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /open/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let head_end = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early");
+        got += n;
+        if let Some(i) = chunk[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let mut body = got - head_end;
+    while body < BIG {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed after {body} bytes of the body");
+        body += n;
+    }
+    assert_eq!(body, BIG);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_busy_ones_are_not() {
+    let gw = gateway(400).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // A request every 150 ms for 1.5 s: never idle for 400 ms.
+    for i in 0..10 {
+        let req = http::Request::get(format!("http://x/open/{i}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Then idle: the gateway ends the connection (GOAWAY, then the close).
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle HTTP/2 connection stayed open")
+        .unwrap()
+        .unwrap();
+    assert!(idle.elapsed() >= Duration::from_millis(200));
 }

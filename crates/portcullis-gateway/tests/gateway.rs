@@ -190,6 +190,10 @@ fn base_config(echo: std::net::SocketAddr, iam: &TestIam) -> RawConfig {
         routes: vec![
             route("public", "/public", &["anonymous"], "echo"),
             RawRoute {
+                host: Some("api.example".into()),
+                ..route("hosted", "/hosted", &["anonymous"], "echo")
+            },
+            RawRoute {
                 strip_prefix: true,
                 ..route("stripped", "/stripped", &["anonymous"], "echo")
             },
@@ -491,6 +495,7 @@ async fn spoofed_identity_and_forwarding_headers_never_reach_the_upstream() {
             .header("x-user-id", "1")
             .header("x_user_id", "1")
             .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-proto", "https")
             .header("forwarded", "for=10.0.0.1")
             .header("x-real-ip", "10.0.0.1")
             .header("authorization", "Bearer forged")
@@ -520,6 +525,10 @@ async fn spoofed_identity_and_forwarding_headers_never_reach_the_upstream() {
     assert_eq!(
         h["x-forwarded-for"], "127.0.0.1",
         "rewritten by the gateway"
+    );
+    assert_eq!(
+        h["x-forwarded-proto"], "http",
+        "the client is no trusted proxy: its own scheme, plain TCP"
     );
     assert!(
         h["traceparent"].as_str().unwrap().starts_with("00-0af7"),
@@ -646,6 +655,30 @@ fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_overrides_the_host_header() {
+    let e = env().await;
+    let a = e.gw.addr;
+    let get = |target: &str, host: &str| {
+        raw(
+            a,
+            &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    // The target's authority is routed on and forwarded (RFC 9112 §3.2.2).
+    let r = get("http://api.example/hosted/x", "elsewhere.example");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains(r#""x-forwarded-host":"api.example""#), "{r}");
+    let r = get("/hosted/x", "api.example");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // A Host naming the route does not help a target naming another host.
+    let r = get("http://elsewhere.example/hosted/x", "api.example");
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    // Userinfo in the target is an error (RFC 9110 §4.2.4).
+    let r = get("http://user@api.example/hosted/x", "api.example");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,7 +82,17 @@ fn echo_app() -> Router {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        axum::Json(json!({ "path": req.uri().path(), "authorization": auth, "peer": peer }))
+        let proto = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        axum::Json(json!({
+            "path": req.uri().path(),
+            "authorization": auth,
+            "peer": peer,
+            "proto": proto,
+        }))
     }))
 }
 
@@ -318,6 +328,7 @@ async fn a_mapped_spiffe_id_reaches_the_upstream_as_its_consumer() {
     assert_eq!(c["roles"], json!(["payer"]));
     assert_eq!(c["scope"], "invoices:read");
     assert_eq!(c["aud"], "echo");
+    assert_eq!(r.body["proto"], "https", "the client came over TLS");
 
     // A wildcard mapping: the subject is the SPIFFE ID itself.
     let (_, job) = env.ca.client("jobs/nightly");

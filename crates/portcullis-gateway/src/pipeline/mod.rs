@@ -23,12 +23,21 @@ pub use reply::Reject;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+/// The client end of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// The client's address (or the last proxy's).
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
 /// Handles one request end to end. Never panics on input; every refusal is
 /// a [`Reject`] turned into a response in one place.
 pub async fn handle<B>(
     rt: Arc<Runtime>,
     req: Request<B>,
-    peer: SocketAddr,
+    peer: Peer,
     affinity: Option<&Arc<proxy::Affinity>>,
 ) -> Response<Body>
 where
@@ -37,7 +46,7 @@ where
 {
     let method = req.method().clone();
     let (mut log, result) = {
-        let mut log = reply::AccessLog::new(&method, peer);
+        let mut log = reply::AccessLog::new(&method, peer.addr);
         let r = run(&rt, req, peer, affinity, &mut log).await;
         (log, r)
     };
@@ -57,7 +66,7 @@ pub(crate) fn now() -> u64 {
 async fn run<B>(
     rt: &Runtime,
     req: Request<B>,
-    peer: SocketAddr,
+    peer: Peer,
     affinity: Option<&Arc<proxy::Affinity>>,
     log: &mut reply::AccessLog,
 ) -> Result<Response<Body>, Reject>
@@ -81,17 +90,23 @@ where
         // futures that the proxied path should not carry.
         return Ok(Box::pin(bff.endpoint(&parts, &path)).await);
     }
-    // The Host header (a reference-counted copy, forwarded again as
-    // X-Forwarded-Host), else the authority of an absolute or HTTP/2 URI.
-    let host_header = parts
-        .headers
-        .get(http::header::HOST)
-        .filter(|h| h.to_str().is_ok())
-        .cloned();
-    let host = host_header
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .or(parts.uri.host());
+    // The host routed on, and forwarded as X-Forwarded-Host: the authority
+    // of an absolute-form target, which overrides the Host header (RFC 9112
+    // §3.2.2), or of an HTTP/2 request (`:authority`, RFC 9113 §8.3.1);
+    // else the Host header (a reference-counted copy).
+    let host_header = match parts.uri.authority() {
+        Some(a) if a.as_str().contains('@') => {
+            // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error.
+            return Err(Reject::Framing("userinfo in the request target"));
+        }
+        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .cloned(),
+    };
+    let host = host_header.as_ref().and_then(|h| h.to_str().ok());
     let r = match route::find(&rt.routes, host, &path, &parts.method) {
         route::Match::Found(r) => r,
         route::Match::MethodNotAllowed(allowed) => return Err(Reject::MethodNotAllowed(allowed)),
@@ -100,8 +115,10 @@ where
     let c = rt.compiled.get(&r.name).ok_or(Reject::NotFound)?;
     log.route = c.label;
 
-    // 2. Authenticate.
-    let who = authenticate(c, &parts).await?;
+    // 2. Authenticate. One clock read serves the credential's checks and
+    // the internal token.
+    let t = now();
+    let who = authenticate(c, &parts, t).await?;
     if log.enabled {
         log.subject = who.subject.clone();
     }
@@ -115,7 +132,7 @@ where
     }
 
     // 4. Rate-limit.
-    let client_ip = client_ip(&parts, peer, &rt.config.trusted_proxies);
+    let client_ip = client_ip(&parts, peer.addr, &rt.config.trusted_proxies);
     let limit = rate_limit(c, &who, client_ip).await?;
 
     // 5. Propagate identity.
@@ -125,7 +142,7 @@ where
         (None, true) => None,
         (None, false) => Some(
             rt.minter
-                .token(&who, &c.pool.name, now())
+                .token(&who, &c.pool.name, t)
                 .ok_or(Reject::Internal)?,
         ),
     };
@@ -133,18 +150,19 @@ where
         // The browser's cookies are for the gateway, never for upstreams.
         parts.headers.remove(http::header::COOKIE);
     }
-    let forwarded_host = host_header
-        .clone()
-        .or_else(|| host.and_then(|h| http::HeaderValue::from_str(h).ok()));
     // Hop-by-hop headers go first, those `Connection` names included: a
     // client could otherwise name the headers added next (the internal
     // token, `X-Forwarded-For`) and have them removed on the way up.
     proxy::remove_hop_by_hop(&mut parts.headers);
+    let https = forwarded_https(&parts, peer, &rt.config.trusted_proxies);
     let added = propagate::rewrite(
         &mut parts.headers,
         &rt.config.identity_headers,
-        client_ip,
-        forwarded_host,
+        propagate::Forwarded {
+            client_ip,
+            host: host_header,
+            https,
+        },
         token,
     );
     if let Some(header) = api_key_header(c) {
@@ -231,8 +249,11 @@ fn api_key_header(c: &CompiledRoute) -> Option<&str> {
     })
 }
 
-async fn authenticate(c: &CompiledRoute, parts: &http::request::Parts) -> Result<Identity, Reject> {
-    let t = now();
+async fn authenticate(
+    c: &CompiledRoute,
+    parts: &http::request::Parts,
+    t: u64,
+) -> Result<Identity, Reject> {
     for m in &c.methods {
         match m.authenticate(parts, t).await {
             Ok(Some(who)) => return Ok(who),
@@ -310,9 +331,76 @@ fn client_ip(
         .unwrap_or(peer.ip())
 }
 
+/// Whether the client reached the gateway over TLS: the connection's own
+/// scheme, or — only when the peer is a trusted proxy — the first value of
+/// the `X-Forwarded-Proto` it sent (`http` or `https`; anything else is
+/// ignored).
+fn forwarded_https(
+    parts: &http::request::Parts,
+    peer: Peer,
+    trusted: &std::collections::HashSet<IpAddr>,
+) -> bool {
+    if !trusted.contains(&peer.addr.ip()) {
+        return peer.tls;
+    }
+    let first = parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.as_bytes().split(|&b| b == b',').next())
+        .map(<[u8]>::trim_ascii);
+    match first {
+        Some(p) if p.eq_ignore_ascii_case(b"https") => true,
+        Some(p) if p.eq_ignore_ascii_case(b"http") => false,
+        _ => peer.tls,
+    }
+}
+
 /// A small full body.
 pub fn full(b: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(b.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_scheme_is_the_connection_s_unless_a_trusted_proxy_says() {
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let trusted = std::collections::HashSet::from([proxy]);
+        let parts = |proto: Option<&str>| {
+            let mut b = Request::builder().uri("/x");
+            if let Some(p) = proto {
+                b = b.header("x-forwarded-proto", p);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let peer = |ip: IpAddr, tls: bool| Peer {
+            addr: SocketAddr::new(ip, 4000),
+            tls,
+        };
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        let cases = [
+            // (from, tls, X-Forwarded-Proto, https upstream)
+            (stranger, false, None, false),
+            (stranger, true, None, true),
+            (stranger, false, Some("https"), false),
+            (stranger, true, Some("http"), true),
+            (proxy, false, Some("https"), true),
+            (proxy, false, Some("HTTPS, http"), true),
+            (proxy, true, Some("http"), false),
+            (proxy, true, None, true),
+            (proxy, false, Some("gopher"), false),
+            (proxy, true, Some(""), true),
+        ];
+        for (ip, tls, proto, want) in cases {
+            assert_eq!(
+                forwarded_https(&parts(proto), peer(ip, tls), &trusted),
+                want,
+                "{ip} tls={tls} {proto:?}"
+            );
+        }
+    }
 }

@@ -186,8 +186,7 @@ fn stripped(name: &str, extra: &[String]) -> bool {
 pub fn rewrite(
     headers: &mut HeaderMap,
     extra_stripped: &[String],
-    client_ip: IpAddr,
-    forwarded_host: Option<HeaderValue>,
+    forwarded: Forwarded,
     token: Option<HeaderValue>,
 ) -> Added {
     // With no internal token (a pass-through route) the client's own
@@ -203,10 +202,22 @@ pub fn rewrite(
         }
     }
     Added {
-        forwarded_for: ip_header(client_ip),
-        forwarded_host,
+        forwarded_for: ip_header(forwarded.client_ip),
+        forwarded_host: forwarded.host,
+        https: forwarded.https,
         token,
     }
+}
+
+/// What the `X-Forwarded-*` fields tell the upstream.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+    /// `X-Forwarded-Host`.
+    pub host: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`: `https`, else `http`.
+    pub https: bool,
 }
 
 /// The fields the gateway adds to a forwarded request; the client's own
@@ -215,6 +226,8 @@ pub fn rewrite(
 pub struct Added {
     forwarded_for: Option<HeaderValue>,
     forwarded_host: Option<HeaderValue>,
+    /// `X-Forwarded-Proto: https` (else `http`).
+    https: bool,
     /// The internal token (or a BFF session's access token), as
     /// `Authorization`.
     token: Option<HeaderValue>,
@@ -240,9 +253,11 @@ impl Added {
 
     fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         static HTTP: HeaderValue = HeaderValue::from_static("http");
+        static HTTPS: HeaderValue = HeaderValue::from_static("https");
+        let proto = if self.https { &HTTPS } else { &HTTP };
         [
             (&X_FORWARDED_FOR, self.forwarded_for.as_ref()),
-            (&X_FORWARDED_PROTO, Some(&HTTP)),
+            (&X_FORWARDED_PROTO, Some(proto)),
             (&X_FORWARDED_HOST, self.forwarded_host.as_ref()),
             (&http::header::AUTHORIZATION, self.token.as_ref()),
         ]

@@ -336,7 +336,9 @@ pub async fn forward(
             }
         }
     };
-    let result = tokio::time::timeout(timeout, exchange).await;
+    // The deadline from the same clock read as the latency.
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
+    let result = tokio::time::timeout_at(deadline, exchange).await;
     pool.upstream_seconds
         .record(started.elapsed().as_secs_f64());
     match result {
