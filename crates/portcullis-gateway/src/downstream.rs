@@ -325,23 +325,26 @@ impl<IO: Split> Conn<IO> {
             let rt = shared.current.load_full();
             self.idle = rt.config.idle_timeout;
             self.send = rt.config.send_timeout;
-            let handle = pipeline::handle(rt, req, self.peer, Some(&self.affinity));
-            let resp = match flight.wants_continue.take() {
-                None => handle.await,
-                // `100 Continue` once the pipeline reads the body (it has
-                // authenticated the request and is sending it upstream);
-                // a request refused before that gets its answer alone.
-                Some(wants) => {
-                    let mut handle = pin!(handle);
-                    tokio::select! {
-                        biased;
-                        resp = handle.as_mut() => resp,
-                        Ok(()) = wants => {
-                            let mut wr = Timed::new(&mut self.wr, sleep.as_mut(), self.send);
-                            if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                                break After::Close { linger: false };
+            // Pinned where it is made and awaited through the pin in both
+            // cases: no copy of the whole future into an await.
+            let resp = {
+                let mut handle = pin!(pipeline::handle(rt, req, self.peer, Some(&self.affinity)));
+                match flight.wants_continue.take() {
+                    None => handle.await,
+                    // `100 Continue` once the pipeline reads the body (it has
+                    // authenticated the request and is sending it upstream);
+                    // a request refused before that gets its answer alone.
+                    Some(wants) => {
+                        tokio::select! {
+                            biased;
+                            resp = handle.as_mut() => resp,
+                            Ok(()) = wants => {
+                                let mut wr = Timed::new(&mut self.wr, sleep.as_mut(), self.send);
+                                if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                                    break After::Close { linger: false };
+                                }
+                                handle.await
                             }
-                            handle.await
                         }
                     }
                 }
