@@ -340,7 +340,11 @@ impl<IO: Split> Conn<IO> {
                             resp = handle.as_mut() => resp,
                             Ok(()) = wants => {
                                 let mut wr = Timed::new(&mut self.wr, sleep.as_mut(), self.send);
-                                if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                                let sent = async {
+                                    wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                                    wr.flush().await
+                                };
+                                if sent.await.is_err() {
                                     break After::Close { linger: false };
                                 }
                                 handle.await
@@ -801,13 +805,17 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     buf.extend_from_slice(b"\r\n");
     if no_body {
         wr.write_all(buf).await?;
-        return Ok(!close);
+    } else {
+        // A body that fails, or does not match its length, cuts the answer
+        // short: the connection then closes for the client to see it.
+        h1::write_body(wr, buf, body, chunked, length)
+            .await
+            .map_err(io::Error::other)?;
     }
-    // A body that fails, or does not match its length, cuts the answer
-    // short: the connection then closes for the client to see it.
-    h1::write_body(wr, buf, body, chunked, length)
-        .await
-        .map_err(io::Error::other)?;
+    // TLS may hold the answer's last bytes once the socket was full (a
+    // write succeeds when rustls has buffered it): flushed here, not when
+    // the next answer is written. A no-op on plain TCP.
+    wr.flush().await?;
     Ok(!close)
 }
 

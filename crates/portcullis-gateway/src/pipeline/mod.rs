@@ -332,9 +332,11 @@ fn client_ip(
 }
 
 /// Whether the client reached the gateway over TLS: the connection's own
-/// scheme, or — only when the peer is a trusted proxy — the first value of
+/// scheme, or — only when the peer is a trusted proxy — the last value of
 /// the `X-Forwarded-Proto` it sent (`http` or `https`; anything else is
-/// ignored).
+/// ignored). The last: a trusted proxy that appends to the field rather
+/// than replacing it wrote that one, while the values before it may be the
+/// client's own.
 fn forwarded_https(
     parts: &http::request::Parts,
     peer: Peer,
@@ -343,12 +345,14 @@ fn forwarded_https(
     if !trusted.contains(&peer.addr.ip()) {
         return peer.tls;
     }
-    let first = parts
+    let last = parts
         .headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.as_bytes().split(|&b| b == b',').next())
+        .get_all("x-forwarded-proto")
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
         .map(<[u8]>::trim_ascii);
-    match first {
+    match last {
         Some(p) if p.eq_ignore_ascii_case(b"https") => true,
         Some(p) if p.eq_ignore_ascii_case(b"http") => false,
         _ => peer.tls,
@@ -389,7 +393,8 @@ mod tests {
             (stranger, false, Some("https"), false),
             (stranger, true, Some("http"), true),
             (proxy, false, Some("https"), true),
-            (proxy, false, Some("HTTPS, http"), true),
+            (proxy, false, Some("HTTPS, http"), false),
+            (proxy, false, Some("http, HTTPS"), true),
             (proxy, true, Some("http"), false),
             (proxy, true, None, true),
             (proxy, false, Some("gopher"), false),
