@@ -129,6 +129,10 @@ pub async fn serve<IO: Split>(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let peer = Peer {
+        addr: peer,
+        tls: IO::TLS,
+    };
     let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
     let mut sleep = pin!(tokio::time::sleep(shared.idle_timeout));
     // Enough of the first bytes to tell HTTP/2's preface from a request line.
@@ -167,10 +171,6 @@ pub async fn serve<IO: Split>(
         }
     }
     let (rd, wr) = io.split();
-    let peer = Peer {
-        addr: peer,
-        tls: IO::TLS,
-    };
     let conn: Conn<IO> = Conn {
         rd: Some(rd),
         rbuf,
@@ -190,13 +190,12 @@ pub async fn serve<IO: Split>(
 /// of the running configuration) is shut down gracefully (GOAWAY).
 async fn serve_h2<IO: Split>(
     io: Prefixed<IO>,
-    addr: SocketAddr,
+    peer: Peer,
     cert: Option<PeerCertificate>,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) {
     let current = shared.current.clone();
-    let peer = Peer { addr, tls: IO::TLS };
     let activity = Arc::new(H2Activity::default());
     let seen = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
