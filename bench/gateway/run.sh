@@ -20,7 +20,7 @@
 #      with a wrong key, /jwt without a token and /jwt with a forged token are 401;
 #   4. peak load: wrk -t1 -c64 -d10s --latency (after a 3 s warm-up with the
 #      same settings) against the upstream directly, the nginx proxy and the
-#      gateway's /open, /key and /jwt, in 3 interleaved rounds (variant by
+#      gateway's /open, /key and /jwt, in 5 interleaved rounds (variant by
 #      variant, then again); each variant's figures are those of its median
 #      round, and each ratio is the median of the ratios within a round (the
 #      two runs compared minutes, not seconds, apart would carry the VM's
@@ -33,7 +33,8 @@
 #      half (then a quarter) of each variant's peak under oha, and half of its
 #      wrk peak (the method of runs A-I, near saturation under oha), against the
 #      proxy and then against the upstream directly at the same rate; added
-#      latency = proxy - direct, percentile by percentile;
+#      latency = proxy - direct, percentile by percentile; at the fraction the
+#      target is judged at, 3 interleaved rounds and the median round's figure;
 #   7. a memory soak: more unmeasured load on the gateway, its RSS after each part;
 #   8. prints the tables, the targets and whether they are met, the gateway's
 #      request counters, its memory after each run and anything it logged.
@@ -42,7 +43,7 @@
 #
 # Settings (env):
 #   BENCH_THREADS=1 BENCH_CONNS=64 BENCH_DURATION=10 BENCH_WARMUP=3   wrk settings
-#   BENCH_ROUNDS=3             interleaved rounds of the peak-load runs (median reported)
+#   BENCH_ROUNDS=5             interleaved rounds of the peak-load runs (median reported)
 #   BENCH_RATE_DURATION=15 BENCH_RATE_WARMUP=2  oha fixed-rate runs (seconds)
 #   BENCH_RATE_PEAK=oha        which peak the fixed rates are fractions of: oha (each variant's peak under
 #                              oha itself, measured in BENCH_OHA_PEAK_ROUNDS interleaved rounds of oha at
@@ -52,6 +53,10 @@
 #                              the first is the one the latency target is judged at
 #   BENCH_RATE_WRK_FRACTIONS=0.5  with BENCH_RATE_PEAK=oha, also these fractions of the wrk peak
 #                              (the earlier method, for comparison; empty to skip)
+#   BENCH_RATE_ROUNDS=3        interleaved rounds at the fraction the latency target is judged at (the
+#                              first of BENCH_RATE_FRACTIONS); the added p99 judged is the median of
+#                              the rounds' (each round's proxy run less the direct run right after it);
+#                              the other fractions run once
 #   BENCH_RATE_CONNS=64        oha connections for the fixed-rate runs
 #   BENCH_RATE_THREADS=1       oha --worker-threads (1, like wrk -t1: the other core is left to the servers)
 #   BENCH_LOG_INFO=1           also run the gateway with --log info, stdout to /dev/null (0 to skip)
@@ -77,13 +82,14 @@ LUA="$HERE/report.lua"
 THREADS="${BENCH_THREADS:-1}"
 CONNS="${BENCH_CONNS:-64}"
 DURATION="${BENCH_DURATION:-10}"
-ROUNDS="${BENCH_ROUNDS:-3}"
+ROUNDS="${BENCH_ROUNDS:-5}"
 WARMUP="${BENCH_WARMUP:-3}"
 RATE_DURATION="${BENCH_RATE_DURATION:-15}"
 RATE_WARMUP="${BENCH_RATE_WARMUP:-2}"
 RATE_FRACTIONS="${BENCH_RATE_FRACTIONS:-0.5 0.25}"
 read -r RATE_FRACTION _ <<<"$RATE_FRACTIONS"
 RATE_CONNS="${BENCH_RATE_CONNS:-64}"
+RATE_ROUNDS="${BENCH_RATE_ROUNDS:-3}"
 RATE_PEAK="${BENCH_RATE_PEAK:-oha}"
 OHA_PEAK_ROUNDS="${BENCH_OHA_PEAK_ROUNDS:-3}"
 OHA_PEAK_DURATION="${BENCH_OHA_PEAK_DURATION:-10}"
@@ -611,7 +617,7 @@ done
 for label in "$L_UP" "$L_NGX" "$L_A" "$L_B" "$L_C"; do pick_median "$label"; done
 
 # ---------------------------------------------------------------- fixed-rate load (oha)
-declare -A F_PROXY F_DIRECT F_RATE
+declare -A F_PROXY F_DIRECT F_RATE F_ROUNDS
 run_oha() { # OUT RATE DURATION URL [oha -H args...] -> OUT holds "OHARESULT ..." ; OUT.json the raw answer
   # RATE "max": no rate limit (each connection sends its next request as soon as
   # the last is answered, as wrk does); otherwise -q RATE --latency-correction.
@@ -733,21 +739,25 @@ base_peak() { # BASE LABEL -> req/s
 }
 for point in $RATE_POINTS; do
   base="${point%%:*}"; frac="${point#*:}"
+  F_ROUNDS[$point]=1
+  [ "$point" = "$TARGET_POINT" ] && F_ROUNDS[$point]="$RATE_ROUNDS"
+  for round in $(seq 1 "${F_ROUNDS[$point]}"); do
   for label in "$L_NGX" "$L_A" "$L_B" "$L_C"; do
     peak="$(base_peak "$base" "$label")"
     rate="$(calc "printf \"%d\", $peak * $frac")"
-    k="$label|$point"
-    F_RATE[$k]="$rate"
-    say "  [$label] at $frac x its $base peak ($peak) = $rate req/s:"
+    F_RATE[$label|$point]="$rate"
+    k="$label|$point#$round"
+    say "  [$label] at $frac x its $base peak ($peak) = $rate req/s, round $round of ${F_ROUNDS[$point]}:"
     case "$label" in
-      "$L_NGX") fixed_rate "$label" "$label $point" "$PROXY_PID" "$rate" "$PROXY_URL" ;;
-      "$L_A") fixed_rate "$label" "$label $point" "$GW_PID" "$rate" "$GW_BASE/open" ;;
-      "$L_B") fixed_rate "$label" "$label $point" "$GW_PID" "$rate" "$GW_BASE/key" -H "x-api-key: $API_KEY" ;;
-      "$L_C") token_fresh; fixed_rate "$label" "$label $point" "$GW_PID" "$rate" "$GW_BASE/jwt" -H "authorization: Bearer $TOKEN" ;;
+      "$L_NGX") fixed_rate "$label" "$label $point r$round" "$PROXY_PID" "$rate" "$PROXY_URL" ;;
+      "$L_A") fixed_rate "$label" "$label $point r$round" "$GW_PID" "$rate" "$GW_BASE/open" ;;
+      "$L_B") fixed_rate "$label" "$label $point r$round" "$GW_PID" "$rate" "$GW_BASE/key" -H "x-api-key: $API_KEY" ;;
+      "$L_C") token_fresh; fixed_rate "$label" "$label $point r$round" "$GW_PID" "$rate" "$GW_BASE/jwt" -H "authorization: Bearer $TOKEN" ;;
     esac
     F_PROXY[$k]="$FIXED_RESULT"
-    fixed_rate "upstream direct, same rate" "direct for $label $point" "" "$rate" "$UP_URL"
+    fixed_rate "upstream direct, same rate" "direct for $label $point r$round" "" "$rate" "$UP_URL"
     F_DIRECT[$k]="$FIXED_RESULT"
+  done
   done
 done
 kill -0 "$GW_PID" 2>/dev/null || die "the gateway (pid $GW_PID) died during the fixed-rate runs"
@@ -878,22 +888,39 @@ if [ -n "${O_PEAK[$L_UP]:-}" ]; then
 fi
 say "FIXED-RATE LATENCY  (oha -c $RATE_CONNS -z ${RATE_DURATION}s -q RATE --latency-correction; RATE = F x the variant's peak req/s"
 say "                    under the load generator named in 'peak' (oha: oha's own peak, wrk: the wrk peak);"
-say "                    added = variant - upstream direct at the same rate, percentile by percentile)"
+say "                    added = variant - upstream direct at the same rate, percentile by percentile;"
+say "                    at $RATE_FRACTION x $RATE_PEAK peak, $RATE_ROUNDS interleaved rounds (column r), every round shown)"
 say ""
-printf '%-22s %4s %5s %8s %9s | %8s %8s | %8s %8s | %9s %9s | %s\n' "variant" "peak" "F" "rate/s" "achieved" "p50 ms" "p99 ms" "dir p50" "dir p99" "added p50" "added p99" "non-2xx/errors"
+printf '%-22s %4s %5s %2s %8s %9s | %8s %8s | %8s %8s | %9s %9s | %s\n' "variant" "peak" "F" "r" "rate/s" "achieved" "p50 ms" "p99 ms" "dir p50" "dir p99" "added p50" "added p99" "non-2xx/errors"
 for point in $RATE_POINTS; do
+for round in $(seq 1 "${F_ROUNDS[$point]}"); do
 for label in "$L_NGX" "$L_A" "$L_B" "$L_C"; do
-  k="$label|$point"
+  k="$label|$point#$round"
   p="${F_PROXY[$k]}"; d="${F_DIRECT[$k]}"
   ap50="$(calc "printf \"%.3f\", $(kv p50_ms "$p") - $(kv p50_ms "$d")")"
   ap99="$(calc "printf \"%.3f\", $(kv p99_ms "$p") - $(kv p99_ms "$d")")"
-  printf '%-22s %4s %5s %8s %9s | %8s %8s | %8s %8s | %9s %9s | %s/%s%s\n' "$label" "${point%%:*}" "${point#*:}" "${F_RATE[$k]}" "$(kv rps "$p")" \
+  printf '%-22s %4s %5s %2s %8s %9s | %8s %8s | %8s %8s | %9s %9s | %s/%s%s\n' "$label" "${point%%:*}" "${point#*:}" "$round" "${F_RATE[$label|$point]}" "$(kv rps "$p")" \
     "$(kv p50_ms "$p")" "$(kv p99_ms "$p")" "$(kv p50_ms "$d")" "$(kv p99_ms "$d")" "$ap50" "$ap99" \
     "$(kv non2xx "$p")" "$(kv errors "$p")" "$( { [ -n "$(kv busy "$p")" ] || [ -n "$(kv busy "$d")" ]; } && echo '  [machine busy]' || true)"
 done
 done
+done
 
-added99() { local p="${F_PROXY[$1|$2]}" d="${F_DIRECT[$1|$2]}"; calc "printf \"%.3f\", $(kv p99_ms "$p") - $(kv p99_ms "$d")"; }
+# LABEL POINT -> every round's p99 added (proxy run less the direct run after it), space-separated
+added99_all() {
+  local r p d all=()
+  for r in $(seq 1 "${F_ROUNDS[$2]}"); do
+    p="${F_PROXY[$1|$2#$r]}"; d="${F_DIRECT[$1|$2#$r]}"
+    all+=("$(calc "printf \"%.3f\", $(kv p99_ms "$p") - $(kv p99_ms "$d")")")
+  done
+  printf '%s' "${all[*]}"
+}
+# LABEL POINT -> the median round's p99 added (the lower middle one for an even count)
+added99() {
+  local all n
+  all="$(added99_all "$1" "$2")"; n="${F_ROUNDS[$2]}"
+  printf '%s\n' $all | sort -g | sed -n "$(( (n + 1) / 2 ))p"
+}
 verdict() { calc "exit !($1)" && echo "MET" || echo "NOT MET"; }
 say ""
 say "TARGETS"
@@ -902,10 +929,10 @@ say "  (a) gateway /open throughput >= nginx proxy:          median ${ra}x (medi
 say "  (c) gateway /jwt throughput >= 70% of nginx proxy:    median ${rc}x (medians $(rps "$L_C") vs $(rps "$L_NGX") req/s)  -> $(verdict "$rc >= 0.70")"
 for label in "$L_A" "$L_B" "$L_C"; do
   a="$(added99 "$label" "$TARGET_POINT")"
-  printf '  p99 added latency < 1 ms at %s x %s peak, %-18s %s ms at %s req/s  -> %s\n' "$RATE_FRACTION" "$RATE_PEAK" "$label:" "$a" "${F_RATE[$label|$TARGET_POINT]}" "$(verdict "$a < 1.0")"
+  printf '  p99 added latency < 1 ms at %s x %s peak, %-18s %s ms at %s req/s (every round: %s) -> %s\n' "$RATE_FRACTION" "$RATE_PEAK" "$label:" "$a" "${F_RATE[$label|$TARGET_POINT]}" "$(added99_all "$label" "$TARGET_POINT")" "$(verdict "$a < 1.0")"
 done
 a="$(added99 "$L_NGX" "$TARGET_POINT")"
-printf '  (reference) nginx proxy p99 added at %s x %s peak:                 %s ms at %s req/s\n' "$RATE_FRACTION" "$RATE_PEAK" "$a" "${F_RATE[$L_NGX|$TARGET_POINT]}"
+printf '  (reference) nginx proxy p99 added at %s x %s peak:                 %s ms at %s req/s (every round: %s)\n' "$RATE_FRACTION" "$RATE_PEAK" "$a" "${F_RATE[$L_NGX|$TARGET_POINT]}" "$(added99_all "$L_NGX" "$TARGET_POINT")"
 for frac in $RATE_WRK_FRACTIONS; do
   for label in "$L_NGX" "$L_A" "$L_B" "$L_C"; do
     printf '  (comparison) p99 added at %s x wrk peak, %-18s %s ms at %s req/s\n' "$frac" "$label:" "$(added99 "$label" "wrk:$frac")" "${F_RATE[$label|wrk:$frac]}"
@@ -917,7 +944,7 @@ say "       tokens it mints per identity and upstream, so this is the steady sta
 say "       its token, not the cost of a first validation."
 say "       oha spends about twice wrk's CPU per request, on the same 2 cores as the servers: F x the wrk"
 say "       peak under oha is a larger share of what is left for the proxy than F suggests (the oha/wrk"
-say "       column above). Single runs on a shared 2-core machine: repeat the script to"
-say "       see the run-to-run spread, which is well above a few percent for the tail latencies."
+say "       column above). On a shared 2-core machine the tail latencies of one run swing from round"
+say "       to round (see every round above): repeat the script to see the run-to-run spread too."
 say ""
 say "done in $SECONDS s; stopping everything started here."
