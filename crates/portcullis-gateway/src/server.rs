@@ -152,14 +152,82 @@ pub struct RunningGateway {
     started: StartOnly,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Reloading of the listener's TLS files.
+    /// The listener's TLS configuration, if it speaks TLS.
+    tls: Option<ProxyTls>,
+}
+
+/// The TLS side of the proxy listener: the configuration built from the
+/// `[tls]` files, swapped whole when a reload names other files, and the
+/// tasks polling the files it was built from.
+struct ProxyTls {
+    current: Arc<ArcSwap<crate::tls::Listener>>,
+    running: std::sync::Mutex<RunningTls>,
+}
+
+struct RunningTls {
+    files: crate::config::ListenerTls,
     watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ProxyTls {
+    fn start(files: &crate::config::ListenerTls) -> Result<Self, GatewayError> {
+        let listener = Self::build(files)?;
+        let watchers = listener.watch();
+        Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(listener)),
+            running: std::sync::Mutex::new(RunningTls {
+                files: files.clone(),
+                watchers,
+            }),
+        })
+    }
+
+    fn build(files: &crate::config::ListenerTls) -> Result<crate::tls::Listener, GatewayError> {
+        crate::tls::Listener::new(files).map_err(|e| GatewayError::Tls(e.to_string()))
+    }
+
+    /// A configuration built from `files` if they are not the running ones;
+    /// an error if they do not load.
+    fn prepare(
+        &self,
+        files: &crate::config::ListenerTls,
+    ) -> Result<Option<crate::tls::Listener>, GatewayError> {
+        let unchanged = self.running.lock().is_ok_and(|r| r.files == *files);
+        if unchanged {
+            return Ok(None);
+        }
+        Self::build(files).map(Some)
+    }
+
+    /// Serves new connections with `listener` (built from `files`) and
+    /// polls those files instead of the old ones. Open connections keep
+    /// the configuration they were made with.
+    fn swap(&self, listener: crate::tls::Listener, files: &crate::config::ListenerTls) {
+        let watchers = listener.watch();
+        self.current.store(Arc::new(listener));
+        if let Ok(mut running) = self.running.lock() {
+            for w in running.watchers.drain(..) {
+                w.abort();
+            }
+            running.watchers = watchers;
+            running.files = files.clone();
+        }
+    }
+
+    fn stop_watching(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            for w in running.watchers.drain(..) {
+                w.abort();
+            }
+        }
+    }
 }
 
 /// The settings a gateway reads once, when it starts: listeners, threads,
 /// the internal tokens' issuer and key, hyper's header timeout and read
-/// buffer, the `[tls]` file paths. A reload applies everything else and
-/// names these if the new file changes them.
+/// buffer, whether the listener speaks TLS. A reload applies everything
+/// else (the `[tls]` files too) and names these if the new file changes
+/// them.
 #[derive(Debug, Clone, PartialEq)]
 struct StartOnly {
     listen: SocketAddr,
@@ -169,7 +237,7 @@ struct StartOnly {
     signing_key_file: Option<String>,
     header_timeout: Duration,
     max_header_bytes: usize,
-    tls: Option<crate::config::ListenerTls>,
+    tls: bool,
 }
 
 impl StartOnly {
@@ -182,7 +250,7 @@ impl StartOnly {
             signing_key_file: c.signing_key_file.clone(),
             header_timeout: c.header_timeout,
             max_header_bytes: c.max_header_bytes,
-            tls: c.tls.clone(),
+            tls: c.tls.is_some(),
         }
     }
 
@@ -228,44 +296,48 @@ impl RunningGateway {
     /// Re-reads the config file and swaps it in; on error the running
     /// config stays and the error is returned. Routes, upstreams,
     /// authenticators, consumers, limits, timeouts other than `header_ms`,
-    /// the BFF and policies change at once; the start-time settings
-    /// (`listen`, `admin_listen`, `workers`, `issuer`, `signing_key_file`,
-    /// `timeouts.header_ms`, `limits.max_header_bytes`, `[tls]` paths) keep
-    /// their running values, are logged as a warning and returned in
-    /// [`Reloaded::needs_restart`].
+    /// the BFF, policies and the `[tls]` files change at once; the
+    /// start-time settings (`listen`, `admin_listen`, `workers`, `issuer`,
+    /// `signing_key_file`, `timeouts.header_ms`, `limits.max_header_bytes`,
+    /// TLS on or off) keep their running values, are logged as a warning
+    /// and returned in [`Reloaded::needs_restart`]. `[tls]` files that do
+    /// not load refuse the whole reload.
     pub async fn reload(&self) -> Result<Reloaded, GatewayError> {
         let Some(path) = &self.config_path else {
             return Ok(Reloaded::default());
         };
-        let config = match load(path, &*self.overlay) {
-            Ok(c) => c,
-            Err(e) => {
-                metrics::counter!("portcullis_gateway_reloads_total", "result" => "rejected")
-                    .increment(1);
-                tracing::error!(error = %e, "config reload refused; the running configuration stays");
-                return Err(e);
-            }
+        let refused = |e: GatewayError| {
+            metrics::counter!("portcullis_gateway_reloads_total", "result" => "rejected")
+                .increment(1);
+            tracing::error!(error = %e, "config reload refused; the running configuration stays");
+            e
         };
+        let config = load(path, &*self.overlay).map_err(refused)?;
         let needs_restart = self.started.changed_in(&StartOnly::of(&config));
+        // Built before anything is swapped: files that do not load refuse
+        // the whole reload.
+        let new_tls = match (&self.tls, &config.tls) {
+            (Some(running), Some(files)) => running
+                .prepare(files)
+                .map_err(refused)?
+                .map(|listener| (listener, files.clone())),
+            _ => None,
+        };
         let previous = self.current.load_full();
-        let rt = match Runtime::build(
+        let rt = Runtime::build(
             config,
             self.key.clone(),
             self.issuer.clone(),
             Some(&previous),
         )
         .await
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                metrics::counter!("portcullis_gateway_reloads_total", "result" => "rejected")
-                    .increment(1);
-                tracing::error!(error = %e, "config reload refused; the running configuration stays");
-                return Err(e);
-            }
-        };
+        .map_err(refused)?;
         drop(previous);
         self.current.store(Arc::new(rt));
+        if let (Some(running), Some((listener, files))) = (&self.tls, new_tls) {
+            running.swap(listener, &files);
+            tracing::info!(cert = %files.cert.display(), "listener TLS rebuilt from the new [tls] files");
+        }
         metrics::counter!("portcullis_gateway_reloads_total", "result" => "applied").increment(1);
         tracing::info!(file = %path.display(), "configuration reloaded");
         if !needs_restart.is_empty() {
@@ -280,8 +352,8 @@ impl RunningGateway {
     /// Stops accepting and drains in-flight requests (up to `grace`).
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        for w in &self.watchers {
-            w.abort();
+        if let Some(tls) = &self.tls {
+            tls.stop_watching();
         }
         let drain = async {
             for t in self.tasks {
@@ -331,13 +403,8 @@ pub async fn start(
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-    let tls = match &config.tls {
-        None => None,
-        Some(t) => Some(Arc::new(
-            crate::tls::Listener::new(t).map_err(|e| GatewayError::Tls(e.to_string()))?,
-        )),
-    };
-    let watchers = tls.as_ref().map(|t| t.watch()).unwrap_or_default();
+    let tls = config.tls.as_ref().map(ProxyTls::start).transpose()?;
+    let tls_now = tls.as_ref().map(|t| t.current.clone());
     let rt = Runtime::build(config, key.clone(), issuer.clone(), None).await?;
     let current = Arc::new(ArcSwap::from_pointee(rt));
     let (tx, rx) = watch::channel(false);
@@ -345,7 +412,7 @@ pub async fn start(
     let mut drained = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let (tls, rx) = (tls.clone(), rx.clone());
+        let (tls, rx) = (tls_now.clone(), rx.clone());
         let shared = Arc::new(Shared {
             current: current.clone(),
             max_header,
@@ -406,7 +473,7 @@ pub async fn start(
         started,
         shutdown: tx,
         tasks: vec![proxy_task, admin_task],
-        watchers,
+        tls,
     })
 }
 
@@ -469,7 +536,7 @@ async fn timer_anchor() {
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<Arc<crate::tls::Listener>>,
+    tls: Option<Arc<ArcSwap<crate::tls::Listener>>>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
@@ -488,6 +555,7 @@ async fn accept_loop(
                         return downstream::serve(stream, peer, None, shared, stop).await;
                     };
                     let hosts = shared.current.load().certificate_hosts.clone();
+                    let tls = tls.load_full();
                     match tls.accept(stream, &hosts).await {
                         Ok((stream, cert)) => downstream::serve(stream, peer, cert, shared, stop).await,
                         Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
@@ -576,6 +644,13 @@ mod tests {
                 "tls"
             ]
         );
+        // Other `[tls]` files reload; only turning TLS on or off is named.
+        let mut c = b.clone();
+        if let Some(t) = c.tls.as_mut() {
+            t.cert = "other.pem".into();
+            t.client_ca = Some("ca.pem".into());
+        }
+        assert!(StartOnly::of(&b).changed_in(&StartOnly::of(&c)).is_empty());
     }
 
     #[test]

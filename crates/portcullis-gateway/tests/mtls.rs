@@ -543,3 +543,117 @@ async fn the_gateway_presents_its_certificate_to_an_mtls_upstream_and_fails_clos
         .unwrap();
     assert_eq!(resp.status(), 502);
 }
+
+#[tokio::test]
+async fn a_reload_naming_other_tls_files_serves_them_to_new_connections() {
+    let (first, second) = (TestCa::new(), TestCa::new());
+    let server = |ca: &TestCa, label: &str| {
+        ca.leaf(label, spec("gateway", vec!["public.test".into()]))
+            .1
+    };
+    let (a, b) = (server(&first, "gw-a"), server(&second, "gw-b"));
+    let echo = plain_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let config_for = |cert: &Path, key: &Path| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+             [[upstreams]]\nname = \"echo\"\ntargets = [\"{echo}\"]\n\
+             [[routes]]\nname = \"pub\"\npath_prefix = \"/pub\"\nupstream = \"echo\"\nauth = [\"anonymous\"]\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    std::fs::write(&file, config_for(&a.cert_chain, &a.key)).unwrap();
+    let config = portcullis_gateway::load(&file, &|_| {}).unwrap();
+    let gw = portcullis_gateway::start(config, Some(file.clone()), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    // A client trusting one CA; `pooled` keeps its connection between calls.
+    let client = |ca: &TestCa, pooled: bool| {
+        let tls = portcullis_ca::tls::client_config(&ca.root(), None).unwrap();
+        let b = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .resolve("public.test", gw.addr);
+        let b = if pooled {
+            b
+        } else {
+            b.pool_max_idle_per_host(0)
+        };
+        b.build().unwrap()
+    };
+    let url = format!("https://public.test:{}/pub", gw.addr.port());
+    let status = |c: reqwest::Client| {
+        let url = url.clone();
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    let kept = client(&first, true);
+    assert_eq!(status(kept.clone()).await.unwrap(), 200);
+    assert!(status(client(&second, false)).await.is_err());
+
+    // Files that do not load refuse the whole reload, and the running
+    // certificate stays.
+    let missing = dir.path().join("missing.key.pem");
+    std::fs::write(
+        &file,
+        config_for(&b.cert_chain, &missing).replace("/pub", "/moved"),
+    )
+    .unwrap();
+    let err = gw.reload().await.unwrap_err().to_string();
+    assert!(
+        err.contains("TLS") && err.contains("missing.key.pem"),
+        "{err}"
+    );
+    assert_eq!(
+        status(client(&first, false)).await.unwrap(),
+        200,
+        "routes unchanged too"
+    );
+
+    // Other files: new connections get the new certificate; the open one
+    // keeps its session.
+    std::fs::write(&file, config_for(&b.cert_chain, &b.key)).unwrap();
+    let reloaded = gw.reload().await.unwrap();
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
+    assert_eq!(status(client(&second, false)).await.unwrap(), 200);
+    assert!(
+        status(client(&first, false)).await.is_err(),
+        "the old certificate is no longer served"
+    );
+    assert_eq!(
+        status(kept).await.unwrap(),
+        200,
+        "an open connection keeps its session"
+    );
+
+    // The new files are the ones polled: renewing them in place (here with
+    // a certificate from the first CA) is picked up without a reload.
+    let renewed = server(&first, "gw-c");
+    std::fs::copy(&renewed.key, &b.key).unwrap();
+    std::fs::copy(&renewed.cert_chain, &b.cert_chain).unwrap();
+    let mut picked_up = false;
+    for _ in 0..100 {
+        if status(client(&first, false)).await.is_ok() {
+            picked_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        picked_up,
+        "the renewed files were not picked up within 10 s"
+    );
+
+    // Turning TLS off takes a restart: named, and the listener stays TLS.
+    let plain = config_for(&b.cert_chain, &b.key);
+    let plain = plain
+        .lines()
+        .filter(|l| !l.starts_with("[tls]") && !l.starts_with("cert =") && !l.starts_with("key ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, plain).unwrap();
+    let reloaded = gw.reload().await.unwrap();
+    assert_eq!(reloaded.needs_restart, ["tls"]);
+    assert_eq!(status(client(&first, false)).await.unwrap(), 200);
+}
