@@ -52,6 +52,10 @@ pub struct Runtime {
     pub policies: Option<Arc<portcullis_policy::PolicyStore>>,
     /// Which TLS connections are asked for a client certificate.
     pub certificate_hosts: CertificateHosts,
+    /// The proxy listener's TLS configuration, if it speaks TLS (set by
+    /// the server: built from `[tls]`, or carried over from the previous
+    /// runtime when a reload leaves the files as they were).
+    pub listener_tls: Option<Arc<crate::tls::Listener>>,
     /// Redis, with `[redis]` (kept across reloads while its config is the same).
     pub redis: Option<portcullis_redis::Redis>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -268,6 +272,7 @@ impl Runtime {
             bff,
             policies,
             certificate_hosts,
+            listener_tls: None,
             redis,
             tasks,
         })

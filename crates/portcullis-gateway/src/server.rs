@@ -156,11 +156,11 @@ pub struct RunningGateway {
     tls: Option<ProxyTls>,
 }
 
-/// The TLS side of the proxy listener: the configuration built from the
-/// `[tls]` files, swapped whole when a reload names other files, and the
-/// tasks polling the files it was built from.
+/// The files the proxy listener's TLS was built from, and the tasks
+/// polling them. The configuration itself is the running [`Runtime`]'s
+/// `listener_tls`, so a connection reads it and the hosts that are asked
+/// for a client certificate from one snapshot.
 struct ProxyTls {
-    current: Arc<ArcSwap<crate::tls::Listener>>,
     running: std::sync::Mutex<RunningTls>,
 }
 
@@ -170,20 +170,38 @@ struct RunningTls {
 }
 
 impl ProxyTls {
-    fn start(files: &crate::config::ListenerTls) -> Result<Self, GatewayError> {
+    fn start(
+        files: &crate::config::ListenerTls,
+    ) -> Result<(Self, Arc<crate::tls::Listener>), GatewayError> {
         let listener = Self::build(files)?;
         let watchers = listener.watch();
-        Ok(Self {
-            current: Arc::new(ArcSwap::from_pointee(listener)),
-            running: std::sync::Mutex::new(RunningTls {
-                files: files.clone(),
-                watchers,
-            }),
-        })
+        let running = RunningTls {
+            files: files.clone(),
+            watchers,
+        };
+        Ok((
+            Self {
+                running: std::sync::Mutex::new(running),
+            },
+            listener,
+        ))
     }
 
-    fn build(files: &crate::config::ListenerTls) -> Result<crate::tls::Listener, GatewayError> {
-        crate::tls::Listener::new(files).map_err(|e| GatewayError::Tls(e.to_string()))
+    fn build(
+        files: &crate::config::ListenerTls,
+    ) -> Result<Arc<crate::tls::Listener>, GatewayError> {
+        crate::tls::Listener::new(files).map(Arc::new).map_err(|e| {
+            let ca = files
+                .client_ca
+                .as_ref()
+                .map(|ca| format!(", client_ca {}", ca.display()))
+                .unwrap_or_default();
+            GatewayError::Tls(format!(
+                "[tls] cert {}, key {}{ca}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })
     }
 
     /// A configuration built from `files` if they are not the running ones;
@@ -191,7 +209,7 @@ impl ProxyTls {
     fn prepare(
         &self,
         files: &crate::config::ListenerTls,
-    ) -> Result<Option<crate::tls::Listener>, GatewayError> {
+    ) -> Result<Option<Arc<crate::tls::Listener>>, GatewayError> {
         let unchanged = self.running.lock().is_ok_and(|r| r.files == *files);
         if unchanged {
             return Ok(None);
@@ -199,12 +217,10 @@ impl ProxyTls {
         Self::build(files).map(Some)
     }
 
-    /// Serves new connections with `listener` (built from `files`) and
-    /// polls those files instead of the old ones. Open connections keep
-    /// the configuration they were made with.
-    fn swap(&self, listener: crate::tls::Listener, files: &crate::config::ListenerTls) {
+    /// Polls `files` (which `listener`, now serving new connections, was
+    /// built from) instead of the old ones.
+    fn watch(&self, listener: &crate::tls::Listener, files: &crate::config::ListenerTls) {
         let watchers = listener.watch();
-        self.current.store(Arc::new(listener));
         if let Ok(mut running) = self.running.lock() {
             for w in running.watchers.drain(..) {
                 w.abort();
@@ -324,7 +340,7 @@ impl RunningGateway {
             _ => None,
         };
         let previous = self.current.load_full();
-        let rt = Runtime::build(
+        let mut rt = Runtime::build(
             config,
             self.key.clone(),
             self.issuer.clone(),
@@ -332,10 +348,16 @@ impl RunningGateway {
         )
         .await
         .map_err(refused)?;
+        // New connections get the new files' configuration; open ones keep
+        // theirs. Whether the listener speaks TLS at all stays as started.
+        rt.listener_tls = match &new_tls {
+            Some((listener, _)) => Some(listener.clone()),
+            None => previous.listener_tls.clone(),
+        };
         drop(previous);
         self.current.store(Arc::new(rt));
         if let (Some(running), Some((listener, files))) = (&self.tls, new_tls) {
-            running.swap(listener, &files);
+            running.watch(&listener, &files);
             tracing::info!(cert = %files.cert.display(), "listener TLS rebuilt from the new [tls] files");
         }
         metrics::counter!("portcullis_gateway_reloads_total", "result" => "applied").increment(1);
@@ -403,16 +425,20 @@ pub async fn start(
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-    let tls = config.tls.as_ref().map(ProxyTls::start).transpose()?;
-    let tls_now = tls.as_ref().map(|t| t.current.clone());
-    let rt = Runtime::build(config, key.clone(), issuer.clone(), None).await?;
+    let (tls, listener_tls) = match config.tls.as_ref().map(ProxyTls::start).transpose()? {
+        Some((tls, listener)) => (Some(tls), Some(listener)),
+        None => (None, None),
+    };
+    let mut rt = Runtime::build(config, key.clone(), issuer.clone(), None).await?;
+    rt.listener_tls = listener_tls;
+    let speaks_tls = rt.listener_tls.is_some();
     let current = Arc::new(ArcSwap::from_pointee(rt));
     let (tx, rx) = watch::channel(false);
 
     let mut drained = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let (tls, rx) = (tls_now.clone(), rx.clone());
+        let rx = rx.clone();
         let shared = Arc::new(Shared {
             current: current.clone(),
             max_header,
@@ -437,7 +463,7 @@ pub async fn start(
                     // Ends with the runtime, when the drain is done.
                     tokio::spawn(timer_anchor());
                     match TcpListener::from_std(listener) {
-                        Ok(l) => accept_loop(l, tls, shared, rx).await,
+                        Ok(l) => accept_loop(l, speaks_tls, shared, rx).await,
                         Err(e) => tracing::error!(error = %e, "gateway worker: listener"),
                     }
                 });
@@ -536,7 +562,7 @@ async fn timer_anchor() {
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<Arc<ArcSwap<crate::tls::Listener>>>,
+    tls: bool,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
@@ -548,15 +574,20 @@ async fn accept_loop(
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let (shared, tls, stop, alive) = (shared.clone(), tls.clone(), stop.clone(), alive.clone());
+                let (shared, stop, alive) = (shared.clone(), stop.clone(), alive.clone());
                 tokio::spawn(async move {
                     let _alive = alive;
-                    let Some(tls) = tls else {
+                    if !tls {
                         return downstream::serve(stream, peer, None, shared, stop).await;
+                    }
+                    // One snapshot: the configuration and the hosts it asks
+                    // for certificates belong to the same reload.
+                    let (hosts, listener) = {
+                        let rt = shared.current.load();
+                        (rt.certificate_hosts.clone(), rt.listener_tls.clone())
                     };
-                    let hosts = shared.current.load().certificate_hosts.clone();
-                    let tls = tls.load_full();
-                    match tls.accept(stream, &hosts).await {
+                    let Some(listener) = listener else { return };
+                    match listener.accept(stream, &hosts).await {
                         Ok((stream, cert)) => downstream::serve(stream, peer, cert, shared, stop).await,
                         Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
                     }

@@ -645,6 +645,38 @@ async fn a_reload_naming_other_tls_files_serves_them_to_new_connections() {
         "the renewed files were not picked up within 10 s"
     );
 
+    // Client certificates and an mtls route in one reload: the new
+    // configuration asks for the certificate the new route needs.
+    let with_mtls = config_for(&b.cert_chain, &b.key).replacen(
+        "[[upstreams]]",
+        &format!("client_ca = \"{}\"\n[[upstreams]]", first.root().display()),
+        1,
+    ) + &format!(
+        "[[authenticators]]\nname = \"services\"\ntype = \"mtls\"\ntrust_domain = \"{TD}\"\n\
+         [[authenticators.identities]]\nspiffe_id = \"spiffe://{TD}/billing\"\n\
+         [[routes]]\nname = \"m\"\npath_prefix = \"/m\"\nupstream = \"echo\"\nauth = [\"services\"]\n"
+    );
+    std::fs::write(&file, with_mtls).unwrap();
+    let reloaded = gw.reload().await.unwrap();
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
+    let (_, billing) = first.client("billing");
+    let with_cert = |id: Option<&ClientIdentity>| {
+        let tls = portcullis_ca::tls::client_config(&first.root(), id).unwrap();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .resolve("public.test", gw.addr)
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let m = format!("https://public.test:{}/m", gw.addr.port());
+    let r = with_cert(Some(&billing)).get(&m).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(internal_claims(&body)["auth_method"], "mtls");
+    let r = with_cert(None).get(&m).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no certificate, no entry");
+
     // Turning TLS off takes a restart: named, and the listener stays TLS.
     let plain = config_for(&b.cert_chain, &b.key);
     let plain = plain
