@@ -222,11 +222,10 @@ impl ProxyTls {
     fn watch(&self, listener: &crate::tls::Listener, files: &crate::config::ListenerTls) {
         let watchers = listener.watch();
         if let Ok(mut running) = self.running.lock() {
-            for w in running.watchers.drain(..) {
-                w.abort();
-            }
-            running.watchers = watchers;
             running.files = files.clone();
+            for old in std::mem::replace(&mut running.watchers, watchers) {
+                old.abort();
+            }
         }
     }
 
