@@ -18,6 +18,9 @@
 #                     JWT from the IAM), all to the same upstream
 #   3. checks each path answers 200 once, and that /key without a key, /key
 #      with a wrong key, /jwt without a token and /jwt with a forged token are 401;
+#   3b. a vCPU stall census (bench/lib/vcpu_stalls.py): how much of the time
+#      each CPU of this VM stops running a busy thread, in gaps of 1 ms or more,
+#      on the idle machine; again before each round at the latency target's rate;
 #   4. peak load: wrk -t1 -c64 -d10s --latency (after a 3 s warm-up with the
 #      same settings) against the upstream directly, the nginx proxy and the
 #      gateway's /open, /key and /jwt, in 5 interleaved rounds (variant by
@@ -72,6 +75,9 @@
 #   BENCH_SCRAPE_S=10          scrape the gateway's /metrics this often throughout, as Prometheus
 #                              would (0: never after the first scrape)
 #   BENCH_OHA=oha              oha binary
+#   BENCH_STALL_S=3            vCPU stall census (bench/lib/vcpu_stalls.py) this long at the start and
+#                              before each round at the latency target's rate (0: skip): the share of
+#                              time a busy thread pinned to each CPU did not run, in gaps of 1 ms or more
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -106,6 +112,7 @@ RETRIES="${BENCH_RETRIES:-2}"
 SOAK_ROUNDS="${BENCH_SOAK_ROUNDS:-2}"
 SOAK_S="${BENCH_SOAK_S:-20}"
 SCRAPE_S="${BENCH_SCRAPE_S:-10}"
+STALL_S="${BENCH_STALL_S:-3}"
 QUIET_CORES=0.15
 
 UP_PORT=18090
@@ -239,6 +246,21 @@ wait_quiet() { # sets QUIET_FLAG to "" (idle) or a warning
     fi
     sleep 4
   done
+}
+
+# ---------------------------------------------------------------- vCPU stalls
+# The census loads both cores for STALL_S seconds: it runs when the machine
+# is quiet, never during a measured run. Sets STALLS to its summary
+# ("ge1ms_pct=a,b ge1ms_n=c,d max_ms=e,f"; "" when skipped).
+STALLS=""
+stall_census() { # INDENT
+  STALLS=""
+  [ "$STALL_S" != 0 ] || return 0
+  wait_quiet
+  local out
+  out="$(python3 "$HERE/../lib/vcpu_stalls.py" "$STALL_S")" || { say "$1(vCPU stall census failed)"; return 0; }
+  STALLS="$(printf '%s\n' "$out" | head -1 | tr ' ' '\n' | grep -E '^(ge1ms_pct|ge1ms_n|max_ms)=' | tr '\n' ' ')"
+  printf '%s\n' "$out" | sed 1d | sed "s/^ */$1/"
 }
 
 # ---------------------------------------------------------------- setup
@@ -593,6 +615,15 @@ round_ratio() {
   done | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f %s %s", m, v[1], v[NR] }'
 }
 
+if [ "$STALL_S" != 0 ]; then
+  hr
+  say "vCPU stalls (bench/lib/vcpu_stalls.py ${STALL_S}): a busy thread pinned to each CPU, on the idle machine;"
+  say "           gaps between its clock reads are time that CPU ran something else or nothing (a descheduled"
+  say "           vCPU: this VM reports no steal time). Requests on a CPU that stalls wait it out."
+  stall_census "  "
+  STALLS_START="$STALLS"
+fi
+
 hr
 say "peak load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/gateway/report.lua [-H ...] URL"
 say "           after a ${WARMUP}s warm-up with the same settings; all servers stay up throughout;"
@@ -617,7 +648,7 @@ done
 for label in "$L_UP" "$L_NGX" "$L_A" "$L_B" "$L_C"; do pick_median "$label"; done
 
 # ---------------------------------------------------------------- fixed-rate load (oha)
-declare -A F_PROXY F_DIRECT F_RATE F_ROUNDS
+declare -A F_PROXY F_DIRECT F_RATE F_ROUNDS F_STALLS
 run_oha() { # OUT RATE DURATION URL [oha -H args...] -> OUT holds "OHARESULT ..." ; OUT.json the raw answer
   # RATE "max": no rate limit (each connection sends its next request as soon as
   # the last is answered, as wrk does); otherwise -q RATE --latency-correction.
@@ -742,6 +773,11 @@ for point in $RATE_POINTS; do
   F_ROUNDS[$point]=1
   [ "$point" = "$TARGET_POINT" ] && F_ROUNDS[$point]="$RATE_ROUNDS"
   for round in $(seq 1 "${F_ROUNDS[$point]}"); do
+  if [ "$point" = "$TARGET_POINT" ] && [ "$STALL_S" != 0 ]; then
+    say "  vCPU stalls before round $round at $point:"
+    stall_census "    "
+    F_STALLS[$round]="$STALLS"
+  fi
   for label in "$L_NGX" "$L_A" "$L_B" "$L_C"; do
     peak="$(base_peak "$base" "$label")"
     rate="$(calc "printf \"%d\", $peak * $frac")"
@@ -933,6 +969,12 @@ for label in "$L_A" "$L_B" "$L_C"; do
 done
 a="$(added99 "$L_NGX" "$TARGET_POINT")"
 printf '  (reference) nginx proxy p99 added at %s x %s peak:                 %s ms at %s req/s (every round: %s)\n' "$RATE_FRACTION" "$RATE_PEAK" "$a" "${F_RATE[$L_NGX|$TARGET_POINT]}" "$(added99_all "$L_NGX" "$TARGET_POINT")"
+if [ "$STALL_S" != 0 ]; then
+  say "  vCPU stalls (share of time in gaps >= 1 ms per CPU, count, longest ms), at the start: ${STALLS_START:-?}"
+  for round in $(seq 1 "$RATE_ROUNDS"); do
+    say "    before round $round at $RATE_FRACTION x $RATE_PEAK peak: ${F_STALLS[$round]:-?}"
+  done
+fi
 for frac in $RATE_WRK_FRACTIONS; do
   for label in "$L_NGX" "$L_A" "$L_B" "$L_C"; do
     printf '  (comparison) p99 added at %s x wrk peak, %-18s %s ms at %s req/s\n' "$frac" "$label:" "$(added99 "$label" "wrk:$frac")" "${F_RATE[$label|wrk:$frac]}"
