@@ -88,4 +88,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:
+        # A reader that wanted only the first line (`| head -1`).
+        sys.stderr.close()
