@@ -251,16 +251,16 @@ wait_quiet() { # sets QUIET_FLAG to "" (idle) or a warning
 # ---------------------------------------------------------------- vCPU stalls
 # The census loads both cores for STALL_S seconds: it runs when the machine
 # is quiet, never during a measured run. Sets STALLS to its summary
-# ("ge1ms_pct=a,b ge1ms_n=c,d max_ms=e,f"; "" when skipped).
+# ("ge1ms_pct=a,b ge1ms_n=c,d max_ms=e,f"; "" if it failed). Called only
+# with STALL_S > 0.
 STALLS=""
 stall_census() { # INDENT
   STALLS=""
-  [ "$STALL_S" != 0 ] || return 0
   wait_quiet
   local out
   out="$(python3 "$HERE/../lib/vcpu_stalls.py" "$STALL_S")" || { say "$1(vCPU stall census failed)"; return 0; }
   STALLS="$(printf '%s\n' "$out" | head -1 | tr ' ' '\n' | grep -E '^(ge1ms_pct|ge1ms_n|max_ms)=' | tr '\n' ' ')"
-  printf '%s\n' "$out" | sed 1d | sed "s/^ */$1/"
+  printf '%s\n' "$out" | sed -e 1d -e "s/^ */$1/"
 }
 
 # ---------------------------------------------------------------- setup

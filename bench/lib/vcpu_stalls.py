@@ -12,7 +12,7 @@ loads every core while it runs.
 
 Prints one line for the bench scripts, then one readable line per CPU:
 
-    STALLS secs=3 cpus=2 ge1ms_pct=0.78,0.32 ge1ms_n=85,32 ge200us_pct=... max_ms=...
+    STALLS secs=3 cpus=2 ge200us_pct=.. ge1ms_pct=0.78,0.32 ge1ms_n=85,32 ge5ms_n=4,3 max_ms=..
 
 A request in flight on a CPU that stalls waits out the stall, so the share of
 time in stalls of 1 ms or more is a floor under what fraction of requests can
@@ -91,5 +91,6 @@ if __name__ == "__main__":
     try:
         main()
     except BrokenPipeError:
-        # A reader that wanted only the first line (`| head -1`).
-        sys.stderr.close()
+        # A reader that wanted only the first line (`| head -1`): point
+        # stdout at /dev/null so that the exit's flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
