@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// How access-log lines are written.
+    #[serde(default)]
+    pub access_log: RawAccessLog,
     /// Upstream pools.
     #[serde(default)]
     pub upstreams: Vec<RawUpstream>,
@@ -182,6 +185,18 @@ pub struct RawTimeouts {
     /// Writing to a client that accepts none of an answer's bytes (the
     /// connection is closed after).
     pub send_ms: Option<u64>,
+}
+
+/// `[access_log]`: buffering of the JSON access log (nginx's `buffer=`
+/// and `flush=`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Bytes of lines a worker gathers before one `write` to stdout
+    /// (default 64 KiB); 0 writes each line at once.
+    pub buffer_bytes: Option<usize>,
+    /// Longest a gathered line waits to be written (default 1000).
+    pub flush_ms: Option<u64>,
 }
 
 /// An upstream pool.
@@ -376,6 +391,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Longest wait for a client to accept any bytes of an answer.
     pub send_timeout: Duration,
+    /// Access-log buffering.
+    pub access_log: AccessLog,
     /// Pools by name.
     pub upstreams: HashMap<String, Upstream>,
     /// Consumers.
@@ -393,6 +410,21 @@ pub struct Config {
     /// TLS on the proxy listener.
     pub tls: Option<ListenerTls>,
 }
+
+/// The validated `[access_log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLog {
+    /// Bytes gathered per worker before a write; 0: every line at once.
+    pub buffer_bytes: usize,
+    /// Longest a buffered line waits.
+    pub flush: Duration,
+}
+
+/// `access_log.buffer_bytes` unless set: nginx's usual `buffer=64k`.
+pub const DEFAULT_ACCESS_LOG_BUFFER: usize = 64 * 1024;
+
+/// Largest `access_log.buffer_bytes`.
+pub const MAX_ACCESS_LOG_BUFFER: usize = 16 * 1024 * 1024;
 
 /// The validated `[tls]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1058,6 +1090,27 @@ impl RawConfig {
             }
         }
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let access_log = AccessLog {
+            buffer_bytes: match self.access_log.buffer_bytes {
+                Some(n) if n > MAX_ACCESS_LOG_BUFFER => {
+                    return Err(err(
+                        "access_log.buffer_bytes",
+                        format!("{n} is above {MAX_ACCESS_LOG_BUFFER} (16 MiB)"),
+                    ));
+                }
+                n => n.unwrap_or(DEFAULT_ACCESS_LOG_BUFFER),
+            },
+            flush: match self.access_log.flush_ms {
+                Some(n @ 1..=60_000) => Duration::from_millis(n),
+                None => Duration::from_secs(1),
+                Some(n) => {
+                    return Err(err(
+                        "access_log.flush_ms",
+                        format!("{n} is not in 1..=60000"),
+                    ));
+                }
+            },
+        };
         Ok(Config {
             listen,
             admin_listen,
@@ -1078,6 +1131,7 @@ impl RawConfig {
             request_timeout: ms(self.timeouts.request_ms, 30_000),
             idle_timeout: ms(self.timeouts.idle_ms, 60_000),
             send_timeout: ms(self.timeouts.send_ms, 60_000),
+            access_log,
             upstreams,
             consumers,
             authenticators,

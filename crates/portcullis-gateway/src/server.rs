@@ -311,7 +311,7 @@ impl RunningGateway {
     /// Re-reads the config file and swaps it in; on error the running
     /// config stays and the error is returned. Routes, upstreams,
     /// authenticators, consumers, limits, timeouts other than `header_ms`,
-    /// the BFF, policies and the `[tls]` files change at once; the
+    /// `[access_log]`, the BFF, policies and the `[tls]` files change at once; the
     /// start-time settings (`listen`, `admin_listen`, `workers`, `issuer`,
     /// `signing_key_file`, `timeouts.header_ms`, `limits.max_header_bytes`,
     /// TLS on or off) keep their running values, are logged as a warning
@@ -354,6 +354,7 @@ impl RunningGateway {
             None => previous.listener_tls.clone(),
         };
         drop(previous);
+        crate::pipeline::access_log::configure(&rt.config.access_log);
         self.current.store(Arc::new(rt));
         if let (Some(running), Some((listener, files))) = (&self.tls, new_tls) {
             running.watch(&listener, &files);
@@ -396,6 +397,7 @@ pub async fn start(
     // Install the recorder now, so requests before the first scrape count.
     portcullis_core::telemetry::prometheus();
     let started = StartOnly::of(&config);
+    crate::pipeline::access_log::configure(&config.access_log);
     let listeners = bind_workers(config.listen, config.workers)?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
@@ -466,6 +468,8 @@ pub async fn start(
                         Err(e) => tracing::error!(error = %e, "gateway worker: listener"),
                     }
                 });
+                // The drained requests' gathered access-log lines.
+                crate::pipeline::access_log::flush();
                 let _ = done.send(());
             })
             .map_err(|source| GatewayError::Bind { addr, source })?;
@@ -539,7 +543,8 @@ pub fn bind_workers(
     Ok(all)
 }
 
-/// Keeps one of the worker's timers due within a second, all the time.
+/// Keeps one of the worker's timers due within a second, all the time,
+/// and writes the worker's gathered access-log lines when they are due.
 ///
 /// tokio wakes a runtime's event loop (an eventfd write, then one more
 /// `epoll_wait` to take it) whenever a timer is registered that is due
@@ -550,12 +555,12 @@ pub fn bind_workers(
 /// timeout, made anew for each request head): under load that was about
 /// 0.3 eventfd writes per request. With this timer always due sooner than
 /// any timeout, registering one never wakes the loop; it costs one wake-up
-/// a second.
+/// a second (more with `[access_log] flush_ms` under a second).
 async fn timer_anchor() {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let period = crate::pipeline::access_log::tick_period();
+        tokio::time::sleep(period).await;
+        crate::pipeline::access_log::tick(period);
     }
 }
 
@@ -697,5 +702,57 @@ mod tests {
         assert_eq!(raw(3).validate(&|_| None).unwrap().workers, 3);
         let e = raw(0).validate(&|_| None).unwrap_err().to_string();
         assert!(e.contains("workers"), "{e}");
+    }
+
+    #[test]
+    fn the_access_log_gathers_64_kib_by_default_and_its_limits_are_checked() {
+        use crate::config::{AccessLog, MAX_ACCESS_LOG_BUFFER, RawAccessLog};
+        let c = RawConfig::default().validate(&|_| None).unwrap();
+        assert_eq!(
+            c.access_log,
+            AccessLog {
+                buffer_bytes: 65_536,
+                flush: Duration::from_secs(1)
+            }
+        );
+        let raw = |buffer_bytes, flush_ms| RawConfig {
+            access_log: RawAccessLog {
+                buffer_bytes,
+                flush_ms,
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            raw(Some(65_536), Some(250))
+                .validate(&|_| None)
+                .unwrap()
+                .access_log,
+            AccessLog {
+                buffer_bytes: 65_536,
+                flush: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(
+            raw(Some(0), None)
+                .validate(&|_| None)
+                .unwrap()
+                .access_log
+                .buffer_bytes,
+            0
+        );
+        for (buffer, flush, key) in [
+            (
+                Some(MAX_ACCESS_LOG_BUFFER + 1),
+                None,
+                "access_log.buffer_bytes",
+            ),
+            (None, Some(0), "access_log.flush_ms"),
+            (None, Some(60_001), "access_log.flush_ms"),
+        ] {
+            let e = raw(buffer, flush).validate(&|_| None).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let typo = toml::from_str::<RawConfig>("[access_log]\nbufer_bytes = 1\n").unwrap_err();
+        assert!(typo.to_string().contains("bufer_bytes"), "{typo}");
     }
 }

@@ -505,6 +505,32 @@ impl Drop for BinaryIam {
     }
 }
 
+/// A child process killed (and waited for) when it is dropped, also when a
+/// failed assertion ends its test early: no server outlives its test
+/// holding the harness's output pipes.
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // An error means it has already exited and been waited for.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `kid` in a JWT's header.
 pub fn token_kid(token: &str) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -438,6 +438,11 @@ fn gateway_config(
         listen: Some(args.gateway_listen.clone()),
         admin_listen: Some(args.gateway_admin_listen.clone()),
         signing_key_file: Some(dir.join("gateway-key.pem").display().to_string()),
+        // A developer watching the terminal sees each request's line at once.
+        access_log: RawAccessLog {
+            buffer_bytes: Some(0),
+            flush_ms: None,
+        },
         upstreams: vec![
             RawUpstream {
                 name: "whoami".into(),

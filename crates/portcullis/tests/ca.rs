@@ -2,10 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use portcullis_test_support::{TEST_MASTER_KEY, free_port, http_client};
+use portcullis_test_support::{Reaped, TEST_MASTER_KEY, free_port, http_client};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -184,14 +184,6 @@ fn master_key_is_required_and_must_match() {
     assert!(err.contains("decrypt"), "{err}");
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn serve_crl_answers_with_the_current_crl() {
     let tmp = tempfile::tempdir().unwrap();
@@ -199,7 +191,7 @@ async fn serve_crl_answers_with_the_current_crl() {
     assert_eq!(ca(&dir, &["init", "--trust-domain", "td"]).0, 0);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _child = Killed(
+    let _child = Reaped(
         Command::new(BIN)
             .args(["ca", "serve-crl", "--listen", &listen, "--dir"])
             .arg(&dir)
@@ -249,7 +241,7 @@ async fn serve_renews_a_certificate_over_mutual_tls() {
         assert_eq!(code, 0, "{o}{e}");
     }
     let (crl_port, renew_port) = (free_port(), free_port());
-    let _child = Killed(
+    let _child = Reaped(
         Command::new(BIN)
             .args(["ca", "serve"])
             .args(["--listen", &format!("127.0.0.1:{crl_port}")])

@@ -9,26 +9,18 @@
 #![allow(clippy::unwrap_used)]
 
 use portcullis_test_support::{
-    FaultProxy, TEST_ADMIN_TOKEN, TEST_MASTER_KEY, free_port, postgres_database, redis_url,
+    FaultProxy, Reaped, TEST_ADMIN_TOKEN, TEST_MASTER_KEY, free_port, postgres_database, redis_url,
     unique_prefix,
 };
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], config: &Path) -> Proc {
-    Proc(
+fn spawn(args: &[&str], config: &Path) -> Reaped {
+    Reaped(
         Command::new(BIN)
             .args(["--log", "warn"])
             .args(args)

@@ -5,8 +5,8 @@
 
 use portcullis_core::jose::SigningAlgorithm;
 use portcullis_test_support::{
-    BinaryIam, SecretClient, TEST_ADMIN_TOKEN, basic, client_assertion, client_key, http_client,
-    verify_with_jwks,
+    BinaryIam, Reaped, SecretClient, TEST_ADMIN_TOKEN, basic, client_assertion, client_key,
+    http_client, verify_with_jwks,
 };
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -478,38 +478,23 @@ async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken
         )
     };
     std::fs::write(&file, config("/one")).unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--log",
-            "warn",
-            "gateway",
-            "serve",
-            "--config",
-            file.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args([
+                "--log",
+                "warn",
+                "gateway",
+                "serve",
+                "--config",
+                file.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let http = http_client();
-    let status = |p: &str| {
-        let (http, url) = (http.clone(), format!("http://127.0.0.1:{port}{p}"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
-    let wait_for = |p: &'static str, want: u16| async move {
-        for _ in 0..100 {
-            if status(p).await == want {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
+    let status = |p: &'static str| status_at(&http, port, p);
+    let wait_for = |p: &'static str, want: u16| answers(&http, port, p, want);
     assert!(wait_for("/one/healthz", 200).await, "gateway up");
     // A file change is picked up.
     std::fs::write(&file, config("/two")).unwrap();
@@ -531,6 +516,26 @@ async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken
     assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
 }
 
+/// The status of `GET path` at the gateway on `port`; 0 without an answer.
+async fn status_at(http: &reqwest::Client, port: u16, path: &str) -> u16 {
+    http.get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Whether `GET path` at the gateway on `port` answers `want` within 10 s.
+async fn answers(http: &reqwest::Client, port: u16, path: &str, want: u16) -> bool {
+    for _ in 0..100 {
+        if status_at(http, port, path).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn the_gateway_binary_writes_one_json_access_line_per_request_and_never_a_credential() {
     let dir = tempfile::tempdir().unwrap();
@@ -548,18 +553,20 @@ async fn the_gateway_binary_writes_one_json_access_line_per_request_and_never_a_
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--log",
-            "warn,portcullis::access=info",
-            "gateway",
-            "serve",
-            "--config",
-        ])
-        .arg(&file)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args([
+                "--log",
+                "warn,portcullis::access=info",
+                "gateway",
+                "serve",
+                "--config",
+            ])
+            .arg(&file)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let http = http_client();
     let base = format!("http://127.0.0.1:{port}");
     let mut up = false;
@@ -644,6 +651,90 @@ async fn the_gateway_binary_writes_one_json_access_line_per_request_and_never_a_
     assert_eq!(refused["route"], "unmatched");
 }
 
+#[tokio::test]
+async fn a_buffered_access_log_writes_whole_lines_on_its_flush_and_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let log = dir.path().join("gateway.log");
+    let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
+    let port = portcullis_test_support::free_port();
+    // 1 MiB is never reached here: lines are written by the flush or at exit.
+    let config = |prefix: &str, flush_ms: u64| {
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [access_log]\nbuffer_bytes = 1048576\nflush_ms = {flush_ms}\n\
+             [[upstreams]]\nname = \"iam\"\ntargets = [\"{}\"]\n\
+             [[routes]]\nname = \"r\"\npath_prefix = \"{prefix}\"\nupstream = \"iam\"\nauth = [\"anonymous\"]\nstrip_prefix = true\n",
+            iam.addr
+        )
+    };
+    std::fs::write(&file, config("/one", 60_000)).unwrap();
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["--log", "warn,portcullis::access=info", "gateway", "serve"])
+            .arg("--config")
+            .arg(&file)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let http = http_client();
+    let status = |p: &'static str| status_at(&http, port, p);
+    let wait_for = |p: &'static str| answers(&http, port, p, 200);
+    // Answered (200) access records for `path` in the file, each line
+    // checked whole.
+    let records = |path: &str| {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .unwrap_or_else(|e| panic!("not one JSON record per line ({e}): {l}"))
+            })
+            .filter(|v| {
+                v["target"] == "portcullis::access" && v["path"] == path && v["status"] == 200
+            })
+            .count()
+    };
+    assert!(wait_for("/one/healthz").await, "gateway up");
+    for _ in 0..3 {
+        assert_eq!(status("/one/healthz").await, 200);
+    }
+    // Gathered, not written: the flush is a minute away.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(records("/one/healthz"), 0, "written before its flush");
+
+    // A reload to a 200 ms flush: every worker's next tick writes the
+    // lines it gathered, and later ones follow within the flush.
+    std::fs::write(&file, config("/two", 200)).unwrap();
+    assert!(wait_for("/two/healthz").await, "reloaded");
+    let mut written = false;
+    for _ in 0..100 {
+        if records("/two/healthz") >= 1 && records("/one/healthz") >= 4 {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written, "lines not written after the flush became 200 ms");
+
+    // Back to a minute: what the drain leaves is written at exit.
+    std::fs::write(&file, config("/three", 60_000)).unwrap();
+    assert!(wait_for("/three/healthz").await, "reloaded");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for _ in 0..2 {
+        assert_eq!(status("/three/healthz").await, 200);
+    }
+    assert_eq!(records("/three/healthz"), 0, "written before its flush");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
+    assert!(
+        records("/three/healthz") >= 3,
+        "gathered lines lost at exit"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
     use std::sync::atomic::AtomicUsize;
@@ -676,12 +767,14 @@ async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--log", "warn", "gateway", "serve", "--config"])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["--log", "warn", "gateway", "serve", "--config"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}/slow");
     let http = http_client();
     let mut up = false;

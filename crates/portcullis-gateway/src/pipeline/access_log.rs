@@ -11,20 +11,69 @@
 //! logs (and in tests that never call it), records still go through
 //! `tracing`. Whether a record is written at all is always `tracing`'s
 //! filter's decision (`--log`, target `portcullis::access`).
+//!
+//! Each worker thread gathers whole lines and writes them with one `write`
+//! when they reach `[access_log] buffer_bytes` (default 64 KiB), when its
+//! tick ([`tick`]) finds the oldest has waited `flush_ms` (default 1 s),
+//! and when the worker stops ([`flush`]): nginx's `access_log ... buffer=
+//! flush=`. A `write` per line to a pipe (a container runtime's stdout)
+//! cost a third of the throughput (bench/gateway/access_log.sh).
+//! `buffer_bytes = 0` writes each line at once ([`configure`]).
 
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static DIRECT_JSON: AtomicBool = AtomicBool::new(false);
+/// `[access_log] buffer_bytes`: 0, every line at once (until [`configure`]:
+/// tests that log without a gateway).
+static BUFFER_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// `[access_log] flush_ms`.
+static FLUSH_MS: AtomicU64 = AtomicU64::new(1_000);
 
 /// Writes access-log records as JSON lines to stdout directly, not through
 /// the `tracing` subscriber. Call it when the subscriber writes JSON to
 /// stdout, so that every line has the same shape.
 pub fn write_json_directly(on: bool) {
     DIRECT_JSON.store(on, Ordering::Relaxed);
+}
+
+/// Applies `[access_log]` (at start and on every reload). Lines already
+/// gathered are written by the next line or tick under the new settings.
+pub fn configure(c: &crate::config::AccessLog) {
+    BUFFER_BYTES.store(c.buffer_bytes, Ordering::Relaxed);
+    let ms = u64::try_from(c.flush.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    FLUSH_MS.store(ms, Ordering::Relaxed);
+}
+
+/// How often a worker calls [`tick`]: `flush_ms`, at most a second.
+pub fn tick_period() -> Duration {
+    Duration::from_millis(FLUSH_MS.load(Ordering::Relaxed).min(1_000))
+}
+
+/// A worker's tick, every `period` ([`tick_period`]): writes the thread's
+/// gathered lines if the oldest would otherwise wait longer than
+/// `flush_ms` for the next tick.
+pub fn tick(period: Duration) {
+    let flush = Duration::from_millis(FLUSH_MS.load(Ordering::Relaxed));
+    LINE.with_borrow_mut(|line| {
+        if line.due(Instant::now(), period, flush) {
+            line.write_out(&mut std::io::stdout().lock());
+        }
+    });
+}
+
+/// Writes the thread's gathered lines now (a worker that stops).
+pub fn flush() {
+    LINE.with_borrow_mut(|line| {
+        if !line.buf.is_empty() {
+            line.write_out(&mut std::io::stdout().lock());
+        }
+    });
 }
 
 /// One request's record.
@@ -40,16 +89,18 @@ pub(super) struct Record<'a> {
     pub ms: f64,
 }
 
-/// A thread's line buffer and its cached `YYYY-MM-DDTHH:MM:SS`.
+/// A thread's lines not yet written, when they started to gather, and its
+/// cached `YYYY-MM-DDTHH:MM:SS`.
 struct Line {
     buf: Vec<u8>,
+    first_at: Option<Instant>,
     second: Option<u64>,
     date_time: [u8; 19],
 }
 
 thread_local! {
     static LINE: RefCell<Line> = const {
-        RefCell::new(Line { buf: Vec::new(), second: None, date_time: [b'0'; 19] })
+        RefCell::new(Line { buf: Vec::new(), first_at: None, second: None, date_time: [b'0'; 19] })
     };
 }
 
@@ -73,19 +124,55 @@ pub(super) fn emit(r: &Record<'_>) {
     );
 }
 
-/// Writes `r` as one line to stdout. A failed write is dropped: the log
-/// never fails a request.
+/// Writes `r` as one line to stdout, or gathers it with the thread's
+/// others (`buffer_bytes`). A failed write is dropped: the log never fails
+/// a request.
 fn write(r: &Record<'_>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    let gather = BUFFER_BYTES.load(Ordering::Relaxed);
     LINE.with_borrow_mut(|line| {
-        line.format(r, now);
-        let _ = std::io::stdout().lock().write_all(&line.buf);
+        if line.add(r, now, gather) {
+            line.write_out(&mut std::io::stdout().lock());
+        }
     });
 }
 
 impl Line {
+    /// Appends `r`'s line; `true`: the lines are to be written now (they
+    /// reached `gather` bytes; with 0, every line).
+    fn add(&mut self, r: &Record<'_>, now: Duration, gather: usize) -> bool {
+        if gather > 0 && self.first_at.is_none() {
+            self.first_at = Some(Instant::now());
+        }
+        self.format(r, now);
+        self.buf.len() >= gather
+    }
+
+    /// Whether a tick at `now`, the next one `period` later, is the last
+    /// before the oldest gathered line has waited `flush`.
+    fn due(&self, now: Instant, period: Duration, flush: Duration) -> bool {
+        self.first_at
+            .is_some_and(|at| now.saturating_duration_since(at) + period >= flush)
+    }
+
+    /// One `write` of every gathered line: whole lines only, so that no
+    /// other thread's lines land inside one (writes to stdout hold its
+    /// lock). A failed write drops the lines.
+    fn write_out(&mut self, out: &mut dyn Write) {
+        let _ = out.write_all(&self.buf);
+        self.buf.clear();
+        self.first_at = None;
+        // A buffer that once grew past the setting (a reload made it
+        // smaller, or one long line) does not keep that size.
+        let keep = BUFFER_BYTES.load(Ordering::Relaxed).max(4096) * 2;
+        if self.buf.capacity() > keep {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Appends `r`'s line to the buffer.
     fn format(&mut self, r: &Record<'_>, now: Duration) {
         let secs = now.as_secs();
         if self.second != Some(secs) {
@@ -93,7 +180,6 @@ impl Line {
             self.second = Some(secs);
         }
         let b = &mut self.buf;
-        b.clear();
         b.extend_from_slice(b"{\"timestamp\":\"");
         b.extend_from_slice(&self.date_time);
         b.push(b'.');
@@ -168,12 +254,17 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn line(r: &Record<'_>, now: Duration) -> String {
-        let mut l = Line {
+    fn empty() -> Line {
+        Line {
             buf: Vec::new(),
+            first_at: None,
             second: None,
             date_time: [b'0'; 19],
-        };
+        }
+    }
+
+    fn line(r: &Record<'_>, now: Duration) -> String {
+        let mut l = empty();
         l.format(r, now);
         String::from_utf8(l.buf).unwrap()
     }
@@ -233,23 +324,72 @@ mod tests {
 
     #[test]
     fn the_cached_second_moves_on() {
-        let mut l = Line {
-            buf: Vec::new(),
-            second: None,
-            date_time: [b'0'; 19],
-        };
+        let mut l = empty();
         let r = record("s", "/", "127.0.0.1".parse().unwrap());
         for (secs, want) in [
             (59, "1970-01-01T00:00:59.000000Z"),
             (60, "1970-01-01T00:01:00.000000Z"),
             (4_102_444_800, "2100-01-01T00:00:00.000000Z"),
         ] {
+            l.buf.clear();
             l.format(&r, Duration::from_secs(secs));
             let v: Value = serde_json::from_slice(&l.buf).unwrap();
             assert_eq!(v["timestamp"], want);
         }
+        l.buf.clear();
         l.format(&r, Duration::new(60, 5_000));
         let v: Value = serde_json::from_slice(&l.buf).unwrap();
         assert_eq!(v["timestamp"], "1970-01-01T00:01:00.000005Z");
+    }
+
+    #[test]
+    fn unbuffered_every_line_is_written_alone() {
+        let mut l = empty();
+        let r = record("s", "/", "127.0.0.1".parse().unwrap());
+        let mut out = Vec::new();
+        for i in 1..=3 {
+            assert!(l.add(&r, Duration::from_secs(i), 0), "written at once");
+            assert_eq!(l.first_at, None);
+            l.write_out(&mut out);
+            assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), i as usize);
+        }
+        assert!(l.buf.is_empty());
+    }
+
+    #[test]
+    fn buffered_lines_are_written_whole_once_they_reach_the_size() {
+        let mut l = empty();
+        let r = record("s", "/", "127.0.0.1".parse().unwrap());
+        let one = line(&r, Duration::from_secs(1)).len();
+        // Room for two lines and a half: the third line reaches it.
+        let gather = one * 5 / 2;
+        assert!(!l.add(&r, Duration::from_secs(1), gather));
+        let started = l.first_at.expect("the first line starts the wait");
+        assert!(!l.add(&r, Duration::from_secs(1), gather));
+        assert_eq!(l.first_at, Some(started), "the oldest line's wait");
+        assert!(l.add(&r, Duration::from_secs(1), gather));
+        let mut out = Vec::new();
+        l.write_out(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        for each in text.lines() {
+            let v: Value = serde_json::from_str(each).unwrap();
+            assert_eq!(v["target"], "portcullis::access");
+        }
+        assert!(l.buf.is_empty() && l.first_at.is_none());
+    }
+
+    #[test]
+    fn a_tick_writes_the_lines_before_the_oldest_would_wait_past_the_flush() {
+        let mut l = empty();
+        let (period, flush) = (Duration::from_secs(1), Duration::from_secs(5));
+        let now = Instant::now();
+        assert!(!l.due(now, period, flush), "nothing gathered");
+        l.first_at = Some(now);
+        assert!(!l.due(now, period, flush));
+        assert!(!l.due(now + Duration::from_millis(3_999), period, flush));
+        assert!(l.due(now + Duration::from_secs(4), period, flush));
+        // flush <= period: every tick writes.
+        assert!(l.due(now, Duration::from_millis(200), Duration::from_millis(200)));
     }
 }
