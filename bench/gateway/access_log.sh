@@ -23,8 +23,9 @@ SECONDS_PER="${BENCH_SECONDS:-8}"
 WORKDIR="${BENCH_WORKDIR:-/tmp/gwaccesslog}"
 UP_PORT=18290
 
-command -v nginx >/dev/null || apt-get install -y nginx >/dev/null
-command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get update -qq && apt-get install -y nginx wrk >/dev/null
+fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --locked -p portcullis >&2
 fi
@@ -108,16 +109,20 @@ for r in $(seq 1 "$ROUNDS"); do
     out="$(wrk -t1 -c64 -d"${SECONDS_PER}s" --latency "${URL[$label]}" 2>&1)"
     rps="$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {printf "%.0f", $2}')"
     p99="$(printf '%s\n' "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) sub(/ms/,"",v); else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.2f", v}')"
+    # A round without a figure (wrk failed) counts as 0 req/s, so that
+    # the rounds stay paired.
+    rps="${rps:-0}"; p99="${p99:-0}"
     RPS[$label]="${RPS[$label]:-} $rps"; P99[$label]="${P99[$label]:-} $p99"
     printf '  round %s  %-30s %8s req/s  p99 %6s ms\n' "$r" "$label" "$rps" "$p99"
   done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# ratio_rounds A B: the median of A/B over the rounds (same round each).
+# ratio_rounds A B: the median of A/B over the rounds (same round each;
+# with an even number of rounds, the lower middle one).
 ratio_rounds() {
   paste <(tr ' ' '\n' <<<"${RPS[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[$2]}" | grep -v '^$') |
-    awk '{printf "%.3f\n", $1/$2}' | sort -n | awk '{a[NR]=$1} END {printf "%s (rounds %s-%s)", a[int((NR+1)/2)], a[1], a[NR]}'
+    awk '{printf "%.3f\n", ($2 > 0 ? $1/$2 : 0)}' | sort -n | awk '{a[NR]=$1} END {printf "%s (rounds %s-%s)", a[int((NR+1)/2)], a[1], a[NR]}'
 }
 echo
 printf '%-30s %10s %9s  %s\n' "variant" "req/s" "p99 ms" "req/s in every round"

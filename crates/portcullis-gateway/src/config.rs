@@ -195,7 +195,8 @@ pub struct RawAccessLog {
     /// Bytes of lines a worker gathers before one `write` to stdout
     /// (default 64 KiB); 0 writes each line at once.
     pub buffer_bytes: Option<usize>,
-    /// Longest a gathered line waits to be written (default 1000).
+    /// Longest a gathered line waits to be written (default 1000; at
+    /// least 10: each worker wakes this often while lines are gathered).
     pub flush_ms: Option<u64>,
 }
 
@@ -1101,12 +1102,12 @@ impl RawConfig {
                 n => n.unwrap_or(DEFAULT_ACCESS_LOG_BUFFER),
             },
             flush: match self.access_log.flush_ms {
-                Some(n @ 1..=60_000) => Duration::from_millis(n),
+                Some(n @ 10..=60_000) => Duration::from_millis(n),
                 None => Duration::from_secs(1),
                 Some(n) => {
                     return Err(err(
                         "access_log.flush_ms",
-                        format!("{n} is not in 1..=60000"),
+                        format!("{n} is not in 10..=60000"),
                     ));
                 }
             },

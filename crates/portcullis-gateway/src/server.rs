@@ -468,8 +468,6 @@ pub async fn start(
                         Err(e) => tracing::error!(error = %e, "gateway worker: listener"),
                     }
                 });
-                // The drained requests' gathered access-log lines.
-                crate::pipeline::access_log::flush();
                 let _ = done.send(());
             })
             .map_err(|source| GatewayError::Bind { addr, source })?;
@@ -558,9 +556,8 @@ pub fn bind_workers(
 /// a second (more with `[access_log] flush_ms` under a second).
 async fn timer_anchor() {
     loop {
-        let period = crate::pipeline::access_log::tick_period();
-        tokio::time::sleep(period).await;
-        crate::pipeline::access_log::tick(period);
+        tokio::time::sleep(crate::pipeline::access_log::tick_period()).await;
+        crate::pipeline::access_log::tick();
     }
 }
 
@@ -600,6 +597,9 @@ async fn accept_loop(
             _ = stopping.wait_for(|s| *s) => break,
         }
     }
+    // What is gathered, and every line of the drain, is written at once:
+    // the process exits when the shutdown grace runs out, drained or not.
+    crate::pipeline::access_log::stop_gathering();
     drop(listener);
     drop(alive);
     let _ = drained.recv().await;
@@ -746,7 +746,7 @@ mod tests {
                 None,
                 "access_log.buffer_bytes",
             ),
-            (None, Some(0), "access_log.flush_ms"),
+            (None, Some(9), "access_log.flush_ms"),
             (None, Some(60_001), "access_log.flush_ms"),
         ] {
             let e = raw(buffer, flush).validate(&|_| None).unwrap_err();

@@ -15,9 +15,10 @@
 //! Each worker thread gathers whole lines and writes them with one `write`
 //! when they reach `[access_log] buffer_bytes` (default 64 KiB), when its
 //! tick ([`tick`]) finds the oldest has waited `flush_ms` (default 1 s),
-//! and when the worker stops ([`flush`]): nginx's `access_log ... buffer=
-//! flush=`. A `write` per line to a pipe (a container runtime's stdout)
-//! cost a third of the throughput (bench/gateway/access_log.sh).
+//! and when the worker stops accepting ([`stop_gathering`]; its drain's
+//! lines are written at once): nginx's `access_log ... buffer= flush=`. A
+//! `write` per line to a pipe (a container runtime's stdout) cost about
+//! 40 % of the throughput (bench/gateway/access_log.sh).
 //! `buffer_bytes = 0` writes each line at once ([`configure`]).
 
 use std::cell::RefCell;
@@ -50,16 +51,20 @@ pub fn configure(c: &crate::config::AccessLog) {
     FLUSH_MS.store(ms, Ordering::Relaxed);
 }
 
-/// How often a worker calls [`tick`]: `flush_ms`, at most a second.
+/// How long a worker waits between two [`tick`]s: `flush_ms` while lines
+/// are gathered, never more than a second.
 pub fn tick_period() -> Duration {
+    if BUFFER_BYTES.load(Ordering::Relaxed) == 0 {
+        return Duration::from_secs(1);
+    }
     Duration::from_millis(FLUSH_MS.load(Ordering::Relaxed).min(1_000))
 }
 
-/// A worker's tick, every `period` ([`tick_period`]): writes the thread's
-/// gathered lines if the oldest would otherwise wait longer than
-/// `flush_ms` for the next tick.
-pub fn tick(period: Duration) {
+/// A worker's tick: writes the thread's gathered lines if the oldest
+/// would otherwise wait longer than `flush_ms` for the next tick.
+pub fn tick() {
     let flush = Duration::from_millis(FLUSH_MS.load(Ordering::Relaxed));
+    let period = tick_period();
     LINE.with_borrow_mut(|line| {
         if line.due(Instant::now(), period, flush) {
             line.write_out(&mut std::io::stdout().lock());
@@ -67,9 +72,12 @@ pub fn tick(period: Duration) {
     });
 }
 
-/// Writes the thread's gathered lines now (a worker that stops).
-pub fn flush() {
+/// For a worker that stops accepting: writes its gathered lines, and
+/// every later line of the thread at once. The drain may outlast the
+/// shutdown grace, and the process then exits without waiting for it.
+pub fn stop_gathering() {
     LINE.with_borrow_mut(|line| {
+        line.stopping = true;
         if !line.buf.is_empty() {
             line.write_out(&mut std::io::stdout().lock());
         }
@@ -89,18 +97,20 @@ pub(super) struct Record<'a> {
     pub ms: f64,
 }
 
-/// A thread's lines not yet written, when they started to gather, and its
-/// cached `YYYY-MM-DDTHH:MM:SS`.
+/// A thread's lines not yet written, when they started to gather, whether
+/// its worker is stopping (nothing more is gathered), and its cached
+/// `YYYY-MM-DDTHH:MM:SS`.
 struct Line {
     buf: Vec<u8>,
     first_at: Option<Instant>,
+    stopping: bool,
     second: Option<u64>,
     date_time: [u8; 19],
 }
 
 thread_local! {
     static LINE: RefCell<Line> = const {
-        RefCell::new(Line { buf: Vec::new(), first_at: None, second: None, date_time: [b'0'; 19] })
+        RefCell::new(Line { buf: Vec::new(), first_at: None, stopping: false, second: None, date_time: [b'0'; 19] })
     };
 }
 
@@ -143,6 +153,7 @@ impl Line {
     /// Appends `r`'s line; `true`: the lines are to be written now (they
     /// reached `gather` bytes; with 0, every line).
     fn add(&mut self, r: &Record<'_>, now: Duration, gather: usize) -> bool {
+        let gather = if self.stopping { 0 } else { gather };
         if gather > 0 && self.first_at.is_none() {
             self.first_at = Some(Instant::now());
         }
@@ -258,6 +269,7 @@ mod tests {
         Line {
             buf: Vec::new(),
             first_at: None,
+            stopping: false,
             second: None,
             date_time: [b'0'; 19],
         }
@@ -377,6 +389,18 @@ mod tests {
             assert_eq!(v["target"], "portcullis::access");
         }
         assert!(l.buf.is_empty() && l.first_at.is_none());
+    }
+
+    #[test]
+    fn a_stopping_worker_gathers_nothing() {
+        let mut l = empty();
+        let r = record("s", "/", "127.0.0.1".parse().unwrap());
+        assert!(!l.add(&r, Duration::from_secs(1), 65_536));
+        l.stopping = true;
+        assert!(l.add(&r, Duration::from_secs(1), 65_536), "written at once");
+        let mut out = Vec::new();
+        l.write_out(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
     }
 
     #[test]
