@@ -737,6 +737,79 @@ async fn a_buffered_access_log_writes_whole_lines_on_its_flush_and_on_sigterm() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathered_access_lines_survive_a_drain_cut_short_by_the_grace() {
+    // An upstream that answers /fast at once and never answers /hang.
+    let app = axum::Router::new()
+        .route("/fast", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/hang",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+                "late"
+            }),
+        );
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(upstream, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let log = dir.path().join("gateway.log");
+    let port = portcullis_test_support::free_port();
+    // Lines wait a minute, and 1 MiB is never reached: only the stop writes them.
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [access_log]\nbuffer_bytes = 1048576\nflush_ms = 60000\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [\"{up_addr}\"]\n\
+             [[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"up\"\nauth = [\"anonymous\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args(["--log", "warn,portcullis::access=info", "gateway", "serve"])
+            .args(["--shutdown-grace-secs", "1", "--config"])
+            .arg(&file)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let http = http_client();
+    assert!(answers(&http, port, "/fast", 200).await, "gateway up");
+    for _ in 0..3 {
+        assert_eq!(status_at(&http, port, "/fast").await, 200);
+    }
+    // A request the drain cannot finish within the grace.
+    let hung = tokio::spawn(async move {
+        let _ = http_client()
+            .get(format!("http://127.0.0.1:{port}/hang"))
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fast_lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"path\":\"/fast\""))
+            .count()
+    };
+    assert_eq!(fast_lines(), 0, "written before the flush or the stop");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    // The process exits when the grace runs out, its drain unfinished.
+    assert!(child.wait().unwrap().success(), "exit 0 after the grace");
+    hung.abort();
+    assert!(
+        fast_lines() >= 4,
+        "gathered lines lost when the drain was cut short"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
     use std::sync::atomic::AtomicUsize;
     // A slow upstream that counts the requests reaching it.
