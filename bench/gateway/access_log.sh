@@ -85,11 +85,12 @@ variant_nginx() { # LABEL PORT ACCESS_LOG
   start "$1" "http://127.0.0.1:$2/open" -- nginx -p "$WORKDIR/$2" -c "$WORKDIR/$2/nginx.conf"
   LABELS+=("$1"); URL[$1]="http://127.0.0.1:$2/open"
 }
+# shellcheck source=config.sh
+. "$HERE/config.sh"
+# Only /open is measured: the API-key consumer's digest is a placeholder.
+API_DIGEST="sha256:$(printf '0%.0s' $(seq 1 64))"
 variant_gateway() { # LABEL PORT LOGLEVEL [ACCESS_LOG_TABLE]
-  GW_PORT="$2"; GW_ADMIN_PORT=$(( $2 + 1 )); API_DIGEST="sha256:$(printf '0%.0s' $(seq 1 64))"
-  # config.sh's gateway_config reads these.
-  # shellcheck source=config.sh
-  . "$HERE/config.sh"
+  GW_PORT="$2"; GW_ADMIN_PORT=$(( $2 + 1 ))   # read by gateway_config
   { gateway_config; printf '\n%s\n' "${4:-}"; } >"$WORKDIR/gw-$2.toml"
   start "$1" "http://127.0.0.1:$2/open" -- "$BIN" --log-format json --log "$3" gateway serve --config "$WORKDIR/gw-$2.toml"
   LABELS+=("$1"); URL[$1]="http://127.0.0.1:$2/open"

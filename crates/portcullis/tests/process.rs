@@ -471,11 +471,8 @@ async fn the_gateway_binary_reloads_on_file_change_and_sighup_and_refuses_broken
     let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
     let port = portcullis_test_support::free_port();
     let config = |prefix: &str| {
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"iam\"\ntargets = [\"{}\"]\n\
-             [[routes]]\nname = \"r\"\npath_prefix = \"{prefix}\"\nupstream = \"iam\"\nauth = [\"anonymous\"]\nstrip_prefix = true\n",
-            iam.addr
-        )
+        let route = format!("path_prefix = \"{prefix}\"\nstrip_prefix = true");
+        gateway_toml(port, "", "iam", &iam.addr, &route)
     };
     std::fs::write(&file, config("/one")).unwrap();
     let mut child = Reaped(
@@ -525,6 +522,31 @@ async fn status_at(http: &reqwest::Client, port: u16, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A `gateway.toml`: the proxy on `port` (admin on any port), `extra`
+/// tables, the upstream `upstream` at `target`, and one anonymous route
+/// `r` to it with `route`'s keys (its `path_prefix`, …).
+fn gateway_toml(
+    port: u16,
+    extra: &str,
+    upstream: &str,
+    target: impl std::fmt::Display,
+    route: &str,
+) -> String {
+    format!(
+        "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n\
+         [[upstreams]]\nname = \"{upstream}\"\ntargets = [\"{target}\"]\n\
+         [[routes]]\nname = \"r\"\nupstream = \"{upstream}\"\nauth = [\"anonymous\"]\n{route}\n"
+    )
+}
+
+/// Serves `app` on a loopback port of its own; its address.
+async fn serve_upstream(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// Whether `GET path` at the gateway on `port` answers `want` within 10 s.
 async fn answers(http: &reqwest::Client, port: u16, path: &str, want: u16) -> bool {
     for _ in 0..100 {
@@ -544,15 +566,8 @@ async fn the_gateway_binary_writes_one_json_access_line_per_request_and_never_a_
     // The upstream is the IAM server's /healthz: any HTTP server will do.
     let iam = BinaryIam::spawn(BIN, &dir.path().join("iam.db"), &[]);
     let port = portcullis_test_support::free_port();
-    std::fs::write(
-        &file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"iam\"\ntargets = [\"{}\"]\n\
-             [[routes]]\nname = \"r\"\npath_prefix = \"/one\"\nupstream = \"iam\"\nauth = [\"anonymous\"]\nstrip_prefix = true\n",
-            iam.addr
-        ),
-    )
-    .unwrap();
+    let route = "path_prefix = \"/one\"\nstrip_prefix = true";
+    std::fs::write(&file, gateway_toml(port, "", "iam", &iam.addr, route)).unwrap();
     let mut child = Reaped(
         Command::new(BIN)
             .args([
@@ -569,20 +584,10 @@ async fn the_gateway_binary_writes_one_json_access_line_per_request_and_never_a_
     );
     let http = http_client();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if http
-            .get(format!("{base}/one/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "gateway did not come up");
+    assert!(
+        answers(&http, port, "/one/healthz", 200).await,
+        "gateway did not come up"
+    );
     // Credentials in every place a client can put them.
     let secrets = [
         "query-secret-must-not-be-logged",
@@ -660,13 +665,9 @@ async fn a_buffered_access_log_writes_whole_lines_on_its_flush_and_on_sigterm() 
     let port = portcullis_test_support::free_port();
     // 1 MiB is never reached here: lines are written by the flush or at exit.
     let config = |prefix: &str, flush_ms: u64| {
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n\
-             [access_log]\nbuffer_bytes = 1048576\nflush_ms = {flush_ms}\n\
-             [[upstreams]]\nname = \"iam\"\ntargets = [\"{}\"]\n\
-             [[routes]]\nname = \"r\"\npath_prefix = \"{prefix}\"\nupstream = \"iam\"\nauth = [\"anonymous\"]\nstrip_prefix = true\n",
-            iam.addr
-        )
+        let log = format!("[access_log]\nbuffer_bytes = 1048576\nflush_ms = {flush_ms}");
+        let route = format!("path_prefix = \"{prefix}\"\nstrip_prefix = true");
+        gateway_toml(port, &log, "iam", &iam.addr, &route)
     };
     std::fs::write(&file, config("/one", 60_000)).unwrap();
     let mut child = Reaped(
@@ -748,25 +749,16 @@ async fn gathered_access_lines_survive_a_drain_cut_short_by_the_grace() {
                 "late"
             }),
         );
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(upstream, app).await });
+    let up_addr = serve_upstream(app).await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
     let log = dir.path().join("gateway.log");
     let port = portcullis_test_support::free_port();
     // Lines wait a minute, and 1 MiB is never reached: only the stop writes them.
-    std::fs::write(
-        &file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n\
-             [access_log]\nbuffer_bytes = 1048576\nflush_ms = 60000\n\
-             [[upstreams]]\nname = \"up\"\ntargets = [\"{up_addr}\"]\n\
-             [[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"up\"\nauth = [\"anonymous\"]\n"
-        ),
-    )
-    .unwrap();
+    let log_keys = "[access_log]\nbuffer_bytes = 1048576\nflush_ms = 60000";
+    let config = gateway_toml(port, log_keys, "up", up_addr, "path_prefix = \"/\"");
+    std::fs::write(&file, config).unwrap();
     let mut child = Reaped(
         Command::new(BIN)
             .args(["--log", "warn,portcullis::access=info", "gateway", "serve"])
@@ -826,21 +818,13 @@ async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
             }
         }),
     );
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(upstream, app).await });
+    let up_addr = serve_upstream(app).await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
     let port = portcullis_test_support::free_port();
-    std::fs::write(
-        &file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"up\"\ntargets = [\"{up_addr}\"]\n\
-             [[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\nupstream = \"up\"\nauth = [\"anonymous\"]\n"
-        ),
-    )
-    .unwrap();
+    let config = gateway_toml(port, "", "up", up_addr, "path_prefix = \"/slow\"");
+    std::fs::write(&file, config).unwrap();
     let mut child = Reaped(
         Command::new(BIN)
             .args(["--log", "warn", "gateway", "serve", "--config"])
@@ -851,15 +835,10 @@ async fn the_gateway_binary_drains_in_flight_requests_on_sigterm_under_load() {
     );
     let url = format!("http://127.0.0.1:{port}/slow");
     let http = http_client();
-    let mut up = false;
-    for _ in 0..100 {
-        if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "gateway did not come up");
+    assert!(
+        answers(&http, port, "/slow", 200).await,
+        "gateway did not come up"
+    );
 
     // 40 requests in flight, each on its own connection.
     const IN_FLIGHT: usize = 40;
