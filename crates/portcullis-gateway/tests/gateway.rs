@@ -596,6 +596,15 @@ async fn path_tricks_never_reach_a_protected_route_unauthenticated() {
         "/public/%252e%252e/admin",
         "/admin?x=/public",
         "/admin/%2e%2e/admin",
+        // Unicode case mappings onto ASCII (dotless ı upper-cases to I, İ
+        // lower-cases to i), raw and escaped; trailing space; overlong
+        // UTF-8 for `/` and `.`.
+        "/adm%C4%B1n",
+        "/ADM%C4%B0N/x",
+        "/adm\u{131}n/x",
+        "/admin%20",
+        "/public%C0%AF..%C0%AFadmin",
+        "/public/%C0%AE%C0%AE/admin",
     ];
     for p in attempts {
         // Raw socket: no client-side normalization of the request target.
@@ -631,6 +640,12 @@ async fn path_tricks_never_reach_a_protected_route_unauthenticated() {
         ("/stripped", "/", ""),
         ("/stripped/", "/", ""),
         ("/stripped//h", "/h", ""),
+        ("/STR%C4%B0PPED/i", "/i", ""),
+        (
+            "/public/caf\u{e9}?q=\u{e9}",
+            "/public/caf%C3%A9",
+            "q=\u{e9}",
+        ),
     ] {
         let resp = raw(
             e.gw.addr,

@@ -130,7 +130,52 @@ async fn the_policy_decides_and_reloads_without_a_restart() {
         }
     }
     assert!(switched, "picked up without a restart");
-    assert_eq!(call(t_api).await.status(), 403, "forbid beats permit");
+    assert_eq!(
+        call(t_api.clone()).await.status(),
+        403,
+        "forbid beats permit"
+    );
+
+    // A rule on the path, written against `match_path`, holds for every
+    // spelling that reaches the route: case, and Unicode case mappings
+    // onto ASCII (dotless ı upper-cases to I).
+    std::fs::write(
+        dir.path().join("guards.cedar"),
+        "@id(\"all\") permit (principal, action == Action::\"CallApi\", resource);\n\
+         @id(\"no-admin\") forbid (principal, action, resource is Route) when { resource.match_path like \"/api/admin*\" };",
+    )
+    .unwrap();
+    let at = |path: &'static str| {
+        let (http, url, t) = (
+            http.clone(),
+            format!("http://{}{path}", gw.addr),
+            t_api.clone(),
+        );
+        async move { http.get(url).bearer_auth(t).send().await.unwrap().status() }
+    };
+    let mut switched = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if at("/api/x").await == 200 {
+            switched = true;
+            break;
+        }
+    }
+    assert!(switched, "picked up without a restart");
+    for path in [
+        "/api/admin",
+        "/api/ADMIN/x",
+        "/API/Adm%C4%B1n/x",
+        "/api/%61dmin",
+    ] {
+        assert_eq!(at(path).await, 403, "{path}");
+    }
+    assert_eq!(
+        at("/api/administrators-guide-is-public").await,
+        403,
+        "like is a glob"
+    );
+    assert_eq!(at("/api/x/admin").await, 200);
 }
 
 #[tokio::test]

@@ -27,8 +27,9 @@ pub fn authorize(route: &Route, who: &Identity) -> Result<(), Denied> {
 
 /// Asks the policy decision point about `who` calling `route` with
 /// `method` on `path`: principal from the identity, action the route's
-/// `policy`, resource `Route::"<name>"` with the path and method (also in
-/// the context).
+/// `policy`, resource `Route::"<name>"` with the path, the path as routes
+/// are matched (`match_path`: lower case, Unicode case mappings onto ASCII
+/// folded) and the method (also in the context).
 pub fn decide(
     store: &portcullis_policy::PolicyStore,
     action: &str,
@@ -49,11 +50,14 @@ pub fn decide(
         actors: who.actors.clone(),
         auth_method: who.method.to_owned(),
     };
+    let match_path = super::route::folded(path);
     let resource = portcullis_policy::Resource::new("Route", route.name.as_str())
         .attr("path", path)
+        .attr("match_path", match_path.as_str())
         .attr("method", method.as_str());
     let mut context = serde_json::Map::new();
     context.insert("path".into(), path.into());
+    context.insert("match_path".into(), match_path.into());
     context.insert("method".into(), method.as_str().into());
     if store
         .decide(&principal, action, &resource, &context)

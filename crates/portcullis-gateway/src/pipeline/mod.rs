@@ -225,7 +225,7 @@ fn forwarded_target(
         return Ok(pq.clone());
     }
     let mut forwarded_path = if strip {
-        let rest = &path[r.prefix.len()..];
+        let rest = route::after_prefix(path, &r.prefix);
         if rest.starts_with('/') {
             rest.to_owned()
         } else {

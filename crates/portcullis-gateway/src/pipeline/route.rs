@@ -4,14 +4,20 @@
 //! forwarded, so no spelling of a protected path reaches an upstream
 //! without its route's checks:
 //! - percent-encoded unreserved characters are decoded (`%61` → `a`); other
-//!   escapes are kept, with upper-case hex;
+//!   escapes are kept, with upper-case hex, and raw non-ASCII characters are
+//!   percent-encoded (`/é` → `/%C3%A9`), so the normal form is ASCII and
+//!   normalizing it again changes nothing;
 //! - `//` collapses, `.` and `..` segments are resolved (never above `/`);
 //! - refused outright (400): encoded `/` or `\` (`%2F`, `%5C`), encoded
 //!   `%` (`%25`, double encoding), NUL or control characters, a raw `\`,
-//!   `;` path parameters, and segments ending in `.` (`/admin.`), which some
-//!   servers treat as the name without the dot;
+//!   `;` path parameters, segments ending in `.` or a space (`/admin.`,
+//!   `/admin%20`), which some servers treat as the name without them, and
+//!   overlong UTF-8 (`%C0%AF`), which lax decoders read as ASCII (`/`);
 //! - prefixes match case-insensitively on segment boundaries, so `/ADMIN`
-//!   gets the checks of `/admin` (for upstreams that ignore case).
+//!   gets the checks of `/admin` (for upstreams that ignore case). That
+//!   includes the non-ASCII characters whose Unicode case mapping is ASCII
+//!   (see [`ascii_fold`]): `/adm%C4%B1n` (dotless `ı`, upper-case `I`) is
+//!   under `/admin` too.
 
 use crate::config::Route;
 
@@ -38,6 +44,34 @@ fn unreserved(b: u8) -> bool {
 
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The byte that the escape at `i` (`%XX`) stands for.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    match *bytes.get(i..i + 3)? {
+        [b'%', h, l] => Some(hex(h)? * 16 + hex(l)?),
+        _ => None,
+    }
+}
+
+/// Appends `%XX`, upper-case hex.
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 0xf)] as char);
+}
+
+/// Whether byte `next` after byte `lead` makes an overlong UTF-8 sequence
+/// (or one past U+10FFFF), which strict decoders refuse and lax ones have
+/// read as ASCII: `C0 AF` as `/`, `E0 80 AE` as `.`.
+fn overlong(lead: u8, next: u8) -> bool {
+    match lead {
+        0xC0 | 0xC1 | 0xF5..=0xFF => (0x80..=0xBF).contains(&next),
+        0xE0 => (0x80..=0x9F).contains(&next),
+        0xF0 => (0x80..=0x8F).contains(&next),
+        _ => false,
+    }
 }
 
 /// Whether `path` is already in normal form: nothing to decode, resolve or
@@ -81,36 +115,42 @@ fn normalize_full(path: &str) -> Result<String, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // Decode unreserved escapes; refuse the ambiguous ones.
+    // Decode unreserved escapes; refuse the ambiguous ones; encode raw
+    // non-ASCII bytes (the UTF-8 of the path's characters).
     let mut decoded = String::with_capacity(path.len());
+    // The byte the previous escape stood for, while escapes follow each
+    // other: an overlong UTF-8 sequence is two or more of them.
+    let mut escaped_before: Option<u8> = None;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         match b {
             b'%' => {
-                let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).and_then(|&c| hex(c)),
-                    bytes.get(i + 2).and_then(|&c| hex(c)),
-                ) else {
+                let Some(v) = escape_at(bytes, i) else {
                     return Err(PathError::BadEscape);
                 };
-                let v = h * 16 + l;
                 if unreserved(v) {
                     decoded.push(v as char);
-                } else if matches!(v, b'/' | b'\\' | b'%' | b';') || v < 0x20 || v == 0x7f {
+                } else if matches!(v, b'/' | b'\\' | b'%' | b';')
+                    || v < 0x20
+                    || v == 0x7f
+                    || escaped_before.is_some_and(|lead| overlong(lead, v))
+                {
                     return Err(PathError::Ambiguous);
                 } else {
-                    decoded.push_str(&format!("%{v:02X}"));
+                    push_escape(&mut decoded, v);
                 }
+                escaped_before = Some(v);
                 i += 3;
+                continue;
             }
             b'\\' | b';' => return Err(PathError::Ambiguous),
             _ if b < 0x20 || b == 0x7f => return Err(PathError::Ambiguous),
-            _ => {
-                decoded.push(b as char);
-                i += 1;
-            }
+            _ if b >= 0x80 => push_escape(&mut decoded, b),
+            _ => decoded.push(b as char),
         }
+        escaped_before = None;
+        i += 1;
     }
     // Resolve segments.
     let mut out: Vec<&str> = Vec::new();
@@ -122,7 +162,7 @@ fn normalize_full(path: &str) -> Result<String, PathError> {
                     return Err(PathError::AboveRoot);
                 }
             }
-            s if s.ends_with('.') => return Err(PathError::Ambiguous),
+            s if s.ends_with('.') || s.ends_with("%20") => return Err(PathError::Ambiguous),
             s => out.push(s),
         }
     }
@@ -138,14 +178,129 @@ fn normalize_full(path: &str) -> Result<String, PathError> {
     Ok(n)
 }
 
-/// Whether `path` is under `prefix` on a segment boundary, ignoring case.
-fn under(path: &str, prefix: &str) -> bool {
-    if prefix.is_empty() {
-        return true;
+/// The ASCII that a non-ASCII character's Unicode case mapping gives, if
+/// all of it is ASCII: an upstream comparing paths ignoring case (ASP.NET
+/// routing upper-cases, Java's `equalsIgnoreCase` maps both ways) takes
+/// `adm\u{131}n` for `admin`. `İ` (U+0130) is here for its simple
+/// lower-case mapping, `i`. The test `ascii_fold_covers_unicode` holds this
+/// list to the Unicode tables of the standard library.
+fn ascii_fold(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\u{DF}' | '\u{1E9E}' => "ss",
+        '\u{130}' | '\u{131}' => "i",
+        '\u{17F}' => "s",
+        '\u{212A}' => "k",
+        '\u{FB00}' => "ff",
+        '\u{FB01}' => "fi",
+        '\u{FB02}' => "fl",
+        '\u{FB03}' => "ffi",
+        '\u{FB04}' => "ffl",
+        '\u{FB05}' | '\u{FB06}' => "st",
+        _ => return None,
+    })
+}
+
+/// Calls `piece` with each piece of a normalized path as matching sees it,
+/// and the path's length up to the end of that piece: a character of the
+/// path, or a character spelled in escapes with an [`ascii_fold`] (its
+/// fold). Stops when `piece` returns false.
+fn fold_pieces(path: &str, mut piece: impl FnMut(&[u8], usize) -> bool) {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // A character spelled in escapes: its UTF-8 is 2 to 4 of them.
+        let len = match escape_at(bytes, i) {
+            Some(0xC0..=0xDF) => 2,
+            Some(0xE0..=0xEF) => 3,
+            Some(0xF0..=0xF7) => 4,
+            _ => 0,
+        };
+        let mut utf8 = [0u8; 4];
+        let spelled =
+            len > 0 && (0..len).all(|k| escape_at(bytes, i + 3 * k).map(|b| utf8[k] = b).is_some());
+        let folded = spelled
+            .then(|| std::str::from_utf8(&utf8[..len]).ok())
+            .flatten()
+            .and_then(|s| s.chars().next())
+            .and_then(ascii_fold);
+        let (text, used) = match folded {
+            Some(ascii) => (ascii.as_bytes(), 3 * len),
+            None => (&bytes[i..=i], 1),
+        };
+        i += used;
+        if !piece(text, i) {
+            return;
+        }
     }
-    path.len() >= prefix.len()
-        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+/// Where in `path` the part under `prefix` ends, if `path` is under it on
+/// a segment boundary, ignoring case: ASCII case, and the Unicode case
+/// mappings of [`ascii_fold`] on either side. Both are normalized.
+fn under(path: &str, prefix: &str) -> Option<usize> {
+    if prefix.is_empty() {
+        return Some(0);
+    }
+    let end = if path.contains('%') || prefix.contains('%') {
+        // Compare the folded forms, and find where the prefix's ends in
+        // the path's.
+        let mut want = Vec::with_capacity(prefix.len());
+        fold_pieces(prefix, |p, _| {
+            want.extend_from_slice(p);
+            true
+        });
+        let (mut have, mut end) = (0, None);
+        fold_pieces(path, |p, at| {
+            let fits = want
+                .get(have..have + p.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(p));
+            have += p.len();
+            if fits && have == want.len() {
+                end = Some(at);
+            }
+            fits && have < want.len()
+        });
+        end?
+    } else {
+        (path.len() >= prefix.len()
+            && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()))
+        .then_some(prefix.len())?
+    };
+    matches!(path.as_bytes().get(end), None | Some(b'/')).then_some(end)
+}
+
+/// A normalized path as route matching compares it: its letters in lower
+/// case and the characters of [`ascii_fold`] folded (`/ADM%C4%B1N` →
+/// `/admin`); other escapes as they are. Policies get it as `match_path`,
+/// to compare paths the way routes are matched.
+pub fn folded(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    // Hex digits of an escape left to copy as they are.
+    let mut hex_left = 0;
+    fold_pieces(path, |p, _| {
+        for &b in p {
+            match (b, hex_left) {
+                (b'%', _) => {
+                    hex_left = 2;
+                    out.push('%');
+                }
+                (_, 1..) => {
+                    hex_left -= 1;
+                    out.push(b as char);
+                }
+                _ => out.push(b.to_ascii_lowercase() as char),
+            }
+        }
+        true
+    });
+    out
+}
+
+/// The rest of `path` after the route prefix it was matched under (for
+/// `strip_prefix`): not always `prefix.len()` bytes, since `/ADM%C4%B1N`
+/// is under `/admin`.
+pub fn after_prefix<'p>(path: &'p str, prefix: &str) -> &'p str {
+    under(path, prefix).map_or(path, |end| &path[end..])
 }
 
 /// The outcome of matching.
@@ -180,7 +335,7 @@ pub fn find<'a>(
             .host
             .as_deref()
             .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
-        if !host_ok || !under(path, &r.prefix) {
+        if !host_ok || under(path, &r.prefix).is_none() {
             continue;
         }
         if r.methods.is_empty() || r.methods.contains(method) {
@@ -229,6 +384,21 @@ mod tests {
         bad("/a/../..");
         bad("/a%zz");
         bad("/a%4");
+        // Trailing spaces, like trailing dots, are dropped by some servers.
+        bad("/admin%20");
+        bad("/admin%20/x");
+        // Overlong UTF-8: `/`, `.` and `\` to a lax decoder.
+        bad("/public%C0%AF..%C0%AFadmin");
+        bad("/public/%C0%AE%C0%AE/admin");
+        bad("/%E0%80%AFadmin");
+        bad("/a%C1%9Cb");
+        bad("/a%F8%80%80%80%AFb");
+        // Raw non-ASCII is percent-encoded, as its escapes are kept.
+        ok("/caf\u{e9}", "/caf%C3%A9");
+        ok("/caf%c3%a9", "/caf%C3%A9");
+        ok("/adm\u{131}n/", "/adm%C4%B1n/");
+        ok("/a%20b", "/a%20b");
+        ok("/a%C0b", "/a%C0b");
     }
 
     #[test]
@@ -303,10 +473,227 @@ mod tests {
 
     #[test]
     fn prefixes_are_segment_bounded_and_case_insensitive() {
-        assert!(under("/admin", "/admin"));
-        assert!(under("/admin/x", "/admin"));
-        assert!(under("/ADMIN/x", "/admin"));
-        assert!(!under("/adminx", "/admin"));
-        assert!(under("/anything", ""));
+        assert_eq!(under("/admin", "/admin"), Some(6));
+        assert_eq!(under("/admin/x", "/admin"), Some(6));
+        assert_eq!(under("/ADMIN/x", "/admin"), Some(6));
+        assert_eq!(under("/adminx", "/admin"), None);
+        assert_eq!(under("/admi", "/admin"), None);
+        assert_eq!(under("/anything", ""), Some(0));
+    }
+
+    #[test]
+    fn unicode_case_mappings_onto_ascii_match_the_prefix() {
+        // Dotless ı upper-cases to I, İ lower-cases to i (simple mapping),
+        // ſ upper-cases to S, the Kelvin sign lower-cases to k, ß and the
+        // ligatures upper-case to several letters.
+        for (path, prefix, end) in [
+            ("/adm%C4%B1n", "/admin", 11),
+            ("/ADM%C4%B0N/users", "/admin", 11),
+            ("/%E2%84%AAeys/1", "/keys", 13),
+            ("/%C5%BFsh", "/ssh", 9),
+            ("/%C3%9Fh", "/ssh", 8),
+            ("/%E1%BA%9Eh", "/ssh", 11),
+            ("/%EF%AC%81x/", "/fix", 11),
+            ("/a%20b/c", "/a%20b", 6),
+            ("/STRASSE/x", "/stra%C3%9Fe", 8),
+            ("/stra%C3%9Fe", "/stra%C3%9Fe", 12),
+            ("/stra%C3%9Fe", "/strasse", 12),
+        ] {
+            assert_eq!(under(path, prefix), Some(end), "{path} under {prefix}");
+        }
+        for (path, prefix) in [
+            // A fold longer than what is left of the prefix, or past a
+            // segment boundary, is not under it.
+            ("/%C3%9F", "/s"),
+            ("/%EF%AC%83", "/ff"),
+            ("/adm%C4%B1nx", "/admin"),
+            // Accents are not case: é is not e.
+            ("/adm%C3%ADn", "/admin"),
+            // Half a character, or escapes of what is not UTF-8.
+            ("/adm%C4", "/admin"),
+            ("/adm%B1n", "/admin"),
+            ("/adm%C4%41n", "/admin"),
+        ] {
+            assert_eq!(under(path, prefix), None, "{path} under {prefix}");
+        }
+        assert_eq!(after_prefix("/ADM%C4%B1N/users/1", "/admin"), "/users/1");
+        assert_eq!(folded("/ADM%C4%B1N/Caf%C3%A9%20X"), "/admin/caf%C3%A9%20x");
+        assert_eq!(folded("/%C3%9F%E2%84%AA"), "/ssk");
+        assert_eq!(after_prefix("/admin", "/admin"), "");
+    }
+
+    #[test]
+    fn ascii_fold_covers_unicode() {
+        // Every non-ASCII character one of whose case mappings (upper,
+        // lower, or one after the other) is all ASCII folds to it,
+        // lower-cased; no other but İ, for its simple lower-case mapping.
+        for c in ('\u{80}'..=char::MAX).filter(|c| !c.is_ascii()) {
+            let up: String = c.to_uppercase().collect();
+            let low: String = c.to_lowercase().collect();
+            let up_low: String = up.chars().flat_map(char::to_lowercase).collect();
+            let low_up: String = low.chars().flat_map(char::to_uppercase).collect();
+            let want = [&up, &low, &up_low, &low_up]
+                .into_iter()
+                .find(|m| m.is_ascii())
+                .map(|m| m.to_ascii_lowercase());
+            let want = if c == '\u{130}' {
+                Some("i".into())
+            } else {
+                want
+            };
+            assert_eq!(ascii_fold(c).map(str::to_owned), want, "U+{:04X}", c as u32);
+        }
+    }
+
+    /// What an upstream may take a forwarded path for, at its laxest:
+    /// every escape decoded, overlong UTF-8 read as what it encodes, case
+    /// ignored through Unicode's mappings, `\\` read as `/`, trailing dots
+    /// and spaces of a segment dropped, dot segments resolved.
+    fn lax_upstream_view(path: &str) -> String {
+        let mut bytes = Vec::new();
+        let raw = path.as_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            match escape_at(raw, i) {
+                Some(b) => {
+                    bytes.push(b);
+                    i += 3;
+                }
+                None => {
+                    bytes.push(raw[i]);
+                    i += 1;
+                }
+            }
+        }
+        // Lax UTF-8: a two-byte sequence is read whatever its value.
+        let mut text = String::new();
+        let mut k = 0;
+        while k < bytes.len() {
+            let b = bytes[k];
+            let next = bytes.get(k + 1).copied().filter(|n| n & 0xC0 == 0x80);
+            match (b, next) {
+                (0xC0..=0xDF, Some(n)) => {
+                    let v = (u32::from(b & 0x1F) << 6) | u32::from(n & 0x3F);
+                    text.push(char::from_u32(v).unwrap_or('?'));
+                    k += 2;
+                }
+                (0xE0..=0xEF, Some(n)) if bytes.get(k + 2).is_some_and(|m| m & 0xC0 == 0x80) => {
+                    let m = bytes[k + 2];
+                    let v = (u32::from(b & 0x0F) << 12)
+                        | (u32::from(n & 0x3F) << 6)
+                        | u32::from(m & 0x3F);
+                    text.push(char::from_u32(v).unwrap_or('?'));
+                    k += 3;
+                }
+                _ if b < 0x80 => {
+                    text.push(b as char);
+                    k += 1;
+                }
+                _ => {
+                    text.push('?');
+                    k += 1;
+                }
+            }
+        }
+        let folded: String = text
+            .chars()
+            .map(|c| match ascii_fold(c) {
+                Some(f) => f.to_owned(),
+                None => c.to_lowercase().collect(),
+            })
+            .collect::<String>()
+            .replace('\\', "/");
+        let mut out: Vec<&str> = Vec::new();
+        for seg in folded.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s.trim_end_matches(['.', ' '])),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    /// The protected prefixes of the property test, without their `/`.
+    const PROTECTED: [&str; 4] = ["admin", "keys", "ssh", "fix"];
+
+    /// `word` spelled one of the ways an upstream that ignores case, or
+    /// decodes escapes, reads as `word`: each letter as it is, upper-case,
+    /// or escaped (either case of hex), and some letters as a non-ASCII
+    /// character whose case mapping they are, raw or escaped. `choices`
+    /// picks, one per letter.
+    fn spell(word: &str, choices: &[u8]) -> String {
+        const OTHERS: &[(&str, &[&str])] = &[
+            ("ss", &["\u{DF}", "%C3%9F", "%E1%BA%9E"]),
+            ("fi", &["\u{FB01}", "%EF%AC%81"]),
+            ("i", &["\u{131}", "%C4%B1", "\u{130}", "%c4%b0"]),
+            ("s", &["\u{17F}", "%C5%BF"]),
+            ("k", &["\u{212A}", "%E2%84%AA"]),
+        ];
+        let mut out = String::new();
+        let mut rest = word;
+        for &choice in choices.iter().cycle() {
+            let Some(c) = rest.chars().next() else { break };
+            let other = OTHERS.iter().find(|(ascii, _)| rest.starts_with(ascii));
+            if let (Some((ascii, others)), 0..=3) = (other, choice) {
+                out.push_str(others[usize::from(choice) % others.len()]);
+                rest = &rest[ascii.len()..];
+                continue;
+            }
+            match choice % 4 {
+                0 => out.push(c),
+                1 => out.push(c.to_ascii_uppercase()),
+                2 => out.push_str(&format!("%{:02X}", c as u32)),
+                _ => out.push_str(&format!("%{:02x}", c as u32)),
+            }
+            rest = &rest[1..];
+        }
+        out
+    }
+
+    /// A piece of a generated path: a protected word spelled some way, or
+    /// a separator, dot segment, escape or character that paths are made of
+    /// or bypasses are tried with.
+    fn piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => (proptest::sample::select(&PROTECTED[..]), proptest::collection::vec(0..8u8, 1..8))
+                .prop_map(|(word, choices)| spell(word, &choices)),
+            3 => proptest::sample::select(&[
+                "/", "/", "//", ".", "..", "%2e", "%2E", "%2e%2e", "x", "public", "\u{e9}",
+                "%C0%AF", "%C0%AE", "%E0%80%AF", "%C1%9C", "%20", "%2F", "%5C", "\\", ";",
+                "%00", "%25", "%", "%C4", "%B1", "%3F", "\u{131}", "%E2%84%AA",
+            ][..]).prop_map(str::to_owned),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// The normal form is ASCII, a fixed point, and a protected prefix
+        /// that a lax upstream would see in it is one the route matching
+        /// sees too.
+        #[test]
+        fn no_spelling_of_a_protected_path_escapes_its_prefix(
+            pieces in proptest::collection::vec(piece(), 1..8)
+        ) {
+            let path: String = pieces.concat();
+            if let Ok(n) = normalize(&path) {
+                proptest::prop_assert!(n.starts_with('/') && n.is_ascii(), "{path:?} → {n:?}");
+                let again = normalize(&n);
+                proptest::prop_assert_eq!(again.as_deref(), Ok(&*n), "{:?}", path);
+                let view = lax_upstream_view(&n);
+                for word in PROTECTED {
+                    let prefix = format!("/{word}");
+                    let lax = view == prefix || view.starts_with(&format!("{prefix}/"));
+                    proptest::prop_assert!(
+                        !lax || under(&n, &prefix).is_some(),
+                        "{path:?} → {n:?}: a lax upstream reads {view:?}, not matched under {prefix}"
+                    );
+                }
+            }
+        }
     }
 }
