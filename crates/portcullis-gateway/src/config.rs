@@ -700,7 +700,8 @@ pub struct Route {
     pub name: String,
     /// Lower-cased host.
     pub host: Option<String>,
-    /// Normalized prefix without trailing slash ("" for "/").
+    /// Normalized prefix without trailing slash ("" for "/"), in the form
+    /// route matching compares ([`crate::pipeline::route::folded`]).
     pub prefix: String,
     /// Upper-cased methods; empty = any.
     pub methods: Vec<http::Method>,
@@ -986,7 +987,10 @@ impl RawConfig {
             }
             let prefix = crate::pipeline::route::normalize(&r.path_prefix)
                 .map_err(|e| err(format!("{at}.path_prefix"), e.to_string()))?;
-            let prefix = prefix.trim_end_matches('/').to_owned();
+            // Kept as matching compares it (lower case, Unicode case
+            // folded), so that sorting by length puts the most specific
+            // prefix first: `/ma%C3%9Fe` is `/masse`, shorter than `/masse/a`.
+            let prefix = crate::pipeline::route::folded(prefix.trim_end_matches('/'));
             let methods = r
                 .methods
                 .iter()
@@ -1061,9 +1065,10 @@ impl RawConfig {
             return Err(err("bff.session_store", "\"redis\" needs a [redis] table"));
         }
         if let Some(b) = &bff
-            && let Some(r) = routes.iter().find(|r| {
-                r.prefix == b.path_prefix || r.prefix.starts_with(&format!("{}/", b.path_prefix))
-            })
+            && let bff_prefix = crate::pipeline::route::folded(&b.path_prefix)
+            && let Some(r) = routes
+                .iter()
+                .find(|r| r.prefix == bff_prefix || r.prefix.starts_with(&format!("{bff_prefix}/")))
         {
             return Err(err(
                 "bff.path_prefix",

@@ -208,13 +208,7 @@ impl Runtime {
             pools.insert(name.clone(), p);
         }
         let mut routes = config.routes.clone();
-        // Longest prefix first; host-specific before host-less at equal length.
-        routes.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(b.host.is_some().cmp(&a.host.is_some()))
-        });
+        crate::pipeline::route::most_specific_first(&mut routes);
         let mut compiled = foldhash::HashMap::default();
         for r in &routes {
             let ms: Vec<Arc<Method>> = r

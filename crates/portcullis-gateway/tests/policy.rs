@@ -142,7 +142,7 @@ async fn the_policy_decides_and_reloads_without_a_restart() {
     std::fs::write(
         dir.path().join("guards.cedar"),
         "@id(\"all\") permit (principal, action == Action::\"CallApi\", resource);\n\
-         @id(\"no-admin\") forbid (principal, action, resource is Route) when { resource.match_path like \"/api/admin*\" };",
+         @id(\"no-admin\") forbid (principal, action, resource is Route) when { resource.match_path == \"/api/admin\" || resource.match_path like \"/api/admin/*\" };",
     )
     .unwrap();
     let at = |path: &'static str| {
@@ -170,11 +170,7 @@ async fn the_policy_decides_and_reloads_without_a_restart() {
     ] {
         assert_eq!(at(path).await, 403, "{path}");
     }
-    assert_eq!(
-        at("/api/administrators-guide-is-public").await,
-        403,
-        "like is a glob"
-    );
+    assert_eq!(at("/api/administrators").await, 200);
     assert_eq!(at("/api/x/admin").await, 200);
 }
 
