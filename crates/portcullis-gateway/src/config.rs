@@ -694,7 +694,7 @@ pub enum LimitKey {
 }
 
 /// A validated route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Route {
     /// Name.
     pub name: String,

@@ -37,8 +37,8 @@ pub struct CompiledRoute {
 pub struct Runtime {
     /// Config it was built from.
     pub config: Config,
-    /// Routes, most specific first.
-    pub routes: Vec<Route>,
+    /// Routes, indexed for matching.
+    pub routes: crate::pipeline::route::Table,
     /// Compiled routes by name (looked up on every request: foldhash, not SipHash;
     /// the names come from the config).
     pub compiled: foldhash::HashMap<String, CompiledRoute>,
@@ -207,10 +207,9 @@ impl Runtime {
             tasks.extend(p.spawn_health_checks());
             pools.insert(name.clone(), p);
         }
-        let mut routes = config.routes.clone();
-        crate::pipeline::route::most_specific_first(&mut routes);
+        let routes = crate::pipeline::route::Table::new(config.routes.clone());
         let mut compiled = foldhash::HashMap::default();
-        for r in &routes {
+        for r in routes.routes() {
             let ms: Vec<Arc<Method>> = r
                 .auth
                 .iter()

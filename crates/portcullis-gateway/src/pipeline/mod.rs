@@ -107,7 +107,7 @@ where
             .cloned(),
     };
     let host = host_header.as_ref().and_then(|h| h.to_str().ok());
-    let r = match route::find(&rt.routes, host, &path, &parts.method) {
+    let r = match rt.routes.find(host, &path, &parts.method) {
         route::Match::Found(r) => r,
         route::Match::MethodNotAllowed(allowed) => return Err(Reject::MethodNotAllowed(allowed)),
         route::Match::NotFound => return Err(Reject::NotFound),

@@ -298,12 +298,12 @@ pub fn folded(path: &str) -> String {
 
 /// Where in `path` (normalized) the part under `prefix` (normalized and
 /// [`folded`]) ends, if `path` is under it on a segment boundary, ignoring
-/// case as [`folded`] does. `escaped`: whether `path` has a `%`.
-fn under_in(path: &str, escaped: bool, prefix: &str) -> Option<usize> {
+/// case as [`folded`] does.
+fn under(path: &str, prefix: &str) -> Option<usize> {
     if prefix.is_empty() {
         return Some(0);
     }
-    let end = if escaped {
+    let end = if path.contains('%') {
         // Fold the path's pieces until the prefix is matched or missed.
         let want = prefix.as_bytes();
         let (mut have, mut end) = (0, None);
@@ -328,11 +328,6 @@ fn under_in(path: &str, escaped: bool, prefix: &str) -> Option<usize> {
     matches!(path.as_bytes().get(end), None | Some(b'/')).then_some(end)
 }
 
-/// [`under_in`], finding out whether the path has escapes.
-fn under(path: &str, prefix: &str) -> Option<usize> {
-    under_in(path, path.contains('%'), prefix)
-}
-
 /// The rest of `path` after the route prefix it was matched under (for
 /// `strip_prefix`): not always `prefix.len()` bytes, since `/ADM%C4%B1N`
 /// is under `/admin`.
@@ -350,53 +345,124 @@ pub enum Match<'a> {
     NotFound,
 }
 
-/// Sorts routes for [`find`]: longest prefix first (prefixes are kept
-/// [`folded`], so their length is what matching compares);
-/// host-specific before host-less at equal length.
-pub fn most_specific_first(routes: &mut [Route]) {
-    routes.sort_by(|a, b| {
-        b.prefix
-            .len()
-            .cmp(&a.prefix.len())
-            .then(b.host.is_some().cmp(&a.host.is_some()))
-    });
+/// The routes, indexed by the segments of their prefixes (as [`folded`]):
+/// matching walks the path's segments once, and then only the routes
+/// whose prefix the path is under, deepest first, whatever the number of
+/// routes.
+#[derive(Debug, Default)]
+pub struct Table {
+    routes: Vec<Route>,
+    /// Node 0 is the root (the prefix `/`).
+    nodes: Vec<Node>,
 }
 
-/// Finds the most specific route (longest prefix) for host, path and method.
-/// `routes` must be sorted by [`most_specific_first`].
-pub fn find<'a>(
-    routes: &'a [Route],
-    host: Option<&str>,
-    path: &str,
-    method: &http::Method,
-) -> Match<'a> {
-    // Without its port and trailing dots; compared ignoring case (route
-    // hosts are lower-cased by the config).
-    let host = host.map(|h| {
-        h.rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(h, |(h, _)| h)
-            .trim_end_matches('.')
-    });
-    let escaped = path.contains('%');
-    let mut allowed = Vec::new();
-    for r in routes {
-        let host_ok = r
-            .host
-            .as_deref()
-            .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
-        if !host_ok || under_in(path, escaped, &r.prefix).is_none() {
-            continue;
+#[derive(Debug, Default)]
+struct Node {
+    parent: usize,
+    /// The routes whose prefix ends here: host-specific first, then in
+    /// the configuration's order.
+    routes: Vec<usize>,
+    /// By segment ([`folded`]: lower case, escapes in upper-case hex).
+    children: foldhash::HashMap<Box<str>, usize>,
+}
+
+impl Table {
+    /// Indexes `routes` (their prefixes normalized and [`folded`], as the
+    /// configuration keeps them).
+    pub fn new(routes: Vec<Route>) -> Table {
+        let mut nodes = vec![Node::default()];
+        for (i, r) in routes.iter().enumerate() {
+            let mut at = 0;
+            for seg in r.prefix.split('/').skip(1) {
+                at = match nodes[at].children.get(seg) {
+                    Some(&child) => child,
+                    None => {
+                        nodes.push(Node {
+                            parent: at,
+                            ..Node::default()
+                        });
+                        let child = nodes.len() - 1;
+                        nodes[at].children.insert(seg.into(), child);
+                        child
+                    }
+                };
+            }
+            nodes[at].routes.push(i);
         }
-        if r.methods.is_empty() || r.methods.contains(method) {
-            return Match::Found(r);
+        for n in &mut nodes {
+            // Stable: configuration order within each kind.
+            n.routes.sort_by_key(|&i| routes[i].host.is_none());
         }
-        allowed.extend(r.methods.iter().cloned());
+        Table { routes, nodes }
     }
-    if allowed.is_empty() {
-        Match::NotFound
-    } else {
-        Match::MethodNotAllowed(allowed)
+
+    /// The routes, in the configuration's order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Finds the most specific route (longest prefix) for host, path
+    /// (normalized) and method.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &http::Method) -> Match<'_> {
+        // Without its port and trailing dots; compared ignoring case (route
+        // hosts are lower-cased by the config).
+        let host = host.map(|h| {
+            h.rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(h, _)| h)
+                .trim_end_matches('.')
+        });
+        // The deepest node the path is under. A path with escapes is walked
+        // folded; one without, a segment at a time in lower case (copied
+        // only when it has an upper-case letter).
+        let walked;
+        let (walk, plain) = if path.contains('%') {
+            walked = folded(path);
+            (walked.as_str(), false)
+        } else {
+            (path, true)
+        };
+        let mut lower = String::new();
+        let mut at = 0;
+        for seg in walk.split('/').skip(1) {
+            let key = if plain && seg.bytes().any(|b| b.is_ascii_uppercase()) {
+                lower.clear();
+                lower.extend(seg.chars().map(|c| c.to_ascii_lowercase()));
+                lower.as_str()
+            } else {
+                seg
+            };
+            match self.nodes[at].children.get(key) {
+                Some(&child) => at = child,
+                None => break,
+            }
+        }
+        let mut allowed = Vec::new();
+        loop {
+            for &i in &self.nodes[at].routes {
+                let r = &self.routes[i];
+                let host_ok = r
+                    .host
+                    .as_deref()
+                    .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
+                if !host_ok {
+                    continue;
+                }
+                if r.methods.is_empty() || r.methods.contains(method) {
+                    return Match::Found(r);
+                }
+                allowed.extend(r.methods.iter().cloned());
+            }
+            if at == 0 {
+                break;
+            }
+            at = self.nodes[at].parent;
+        }
+        if allowed.is_empty() {
+            Match::NotFound
+        } else {
+            Match::MethodNotAllowed(allowed)
+        }
     }
 }
 
@@ -492,16 +558,8 @@ mod tests {
             name: name.into(),
             host: host.map(str::to_owned),
             prefix: folded(normalize(prefix).unwrap().trim_end_matches('/')),
-            methods: Vec::new(),
             upstream: "u".into(),
-            auth: Vec::new(),
-            require_scopes: Vec::new(),
-            require_roles: Vec::new(),
-            rate_limit: None,
-            cluster_lease: None,
-            strip_prefix: false,
-            forward_credentials: false,
-            policy: None,
+            ..Route::default()
         }
     }
 
@@ -509,15 +567,14 @@ mod tests {
     fn the_most_specific_prefix_wins_whatever_its_spelling() {
         // `/maße` is `/masse` to matching: shorter than `/masse/a`, which
         // must be tried first, though its spelling is longer.
-        let mut routes = vec![
+        let table = Table::new(vec![
             route("root", None, "/"),
             route("public", None, "/ma\u{df}e"),
             route("private", None, "/masse/a"),
             route("other-host", Some("h"), "/MASSE/A"),
-        ];
-        most_specific_first(&mut routes);
+        ]);
         let found =
-            |host: Option<&str>, path: &str| match find(&routes, host, path, &http::Method::GET) {
+            |host: Option<&str>, path: &str| match table.find(host, path, &http::Method::GET) {
                 Match::Found(r) => r.name.clone(),
                 _ => "none".into(),
             };
@@ -536,9 +593,11 @@ mod tests {
     #[test]
     fn hosts_match_ignoring_case_port_and_trailing_dot() {
         let route = |name: &str, host: Option<&str>| route(name, host, "/orders");
-        let routes = [route("api", Some("api.example.com")), route("any", None)];
-        let found = |host: Option<&str>| match find(&routes, host, "/orders/1", &http::Method::GET)
-        {
+        let table = Table::new(vec![
+            route("any", None),
+            route("api", Some("api.example.com")),
+        ]);
+        let found = |host: Option<&str>| match table.find(host, "/orders/1", &http::Method::GET) {
             Match::Found(r) => r.name.clone(),
             _ => "none".into(),
         };
@@ -560,6 +619,100 @@ mod tests {
             assert_eq!(found(Some(h)), "any", "{h}");
         }
         assert_eq!(found(None), "any");
+    }
+
+    #[test]
+    fn a_shallower_route_with_the_method_wins_over_a_deeper_one_without() {
+        let with_methods = |name: &str, prefix: &str, methods: &[http::Method]| Route {
+            methods: methods.to_vec(),
+            ..route(name, None, prefix)
+        };
+        let table = Table::new(vec![
+            with_methods("orders-read", "/orders", &[http::Method::GET]),
+            with_methods("orders-admin", "/orders/admin", &[http::Method::DELETE]),
+        ]);
+        let name = |path: &str, m: http::Method| match table.find(None, path, &m) {
+            Match::Found(r) => r.name.clone(),
+            Match::MethodNotAllowed(allowed) => format!("405 {allowed:?}"),
+            Match::NotFound => "404".into(),
+        };
+        assert_eq!(
+            name("/orders/admin/1", http::Method::DELETE),
+            "orders-admin"
+        );
+        assert_eq!(name("/Orders/Admin/1", http::Method::GET), "orders-read");
+        assert_eq!(
+            name("/orders/admin", http::Method::PUT),
+            "405 [DELETE, GET]"
+        );
+        assert_eq!(name("/ordersx", http::Method::GET), "404");
+        assert_eq!(name("/", http::Method::GET), "404");
+    }
+
+    /// Matching as it was before the table: every route in turn, most
+    /// specific first; the table must agree with it.
+    fn find_by_scan<'a>(
+        routes: &'a [Route],
+        host: Option<&str>,
+        path: &str,
+        method: &http::Method,
+    ) -> Option<&'a str> {
+        let host = host.map(|h| h.trim_end_matches('.'));
+        let mut sorted: Vec<&Route> = routes.iter().collect();
+        sorted.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        sorted
+            .into_iter()
+            .find(|r| {
+                r.host
+                    .as_deref()
+                    .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
+                    && under(path, &r.prefix).is_some()
+                    && (r.methods.is_empty() || r.methods.contains(method))
+            })
+            .map(|r| r.name.as_str())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The table finds the route a scan of every route finds.
+        #[test]
+        fn the_table_agrees_with_a_scan_of_every_route(
+            routes in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::sample::select(&["a", "B", "ab", "%C3%A9", "\u{131}", "i", "ss", "\u{df}"][..]), 0..4),
+                    proptest::option::of(proptest::sample::select(&["h", "H2"][..])),
+                    0..3usize,
+                ),
+                1..12,
+            ),
+            path in proptest::collection::vec(proptest::sample::select(&["a", "A", "b", "ab", "AB", "%C3%89", "I", "%C4%B1", "SS", "%C3%9F", "x"][..]), 0..5),
+            host in proptest::option::of(proptest::sample::select(&["h", "H", "h2", "other"][..])),
+            post in proptest::bool::ANY,
+        ) {
+            let routes: Vec<Route> = routes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (segs, host, methods))| Route {
+                    methods: [vec![], vec![http::Method::GET], vec![http::Method::POST]][methods].clone(),
+                    host: host.map(str::to_ascii_lowercase),
+                    ..route(&format!("r{i}"), None, &format!("/{}", segs.join("/")))
+                })
+                .collect();
+            let path = normalize(&format!("/{}", path.join("/"))).unwrap().into_owned();
+            let method = if post { http::Method::POST } else { http::Method::GET };
+            let table = Table::new(routes.clone());
+            let found = match table.find(host, &path, &method) {
+                Match::Found(r) => Some(r.name.as_str()),
+                _ => None,
+            };
+            proptest::prop_assert_eq!(found, find_by_scan(&routes, host, &path, &method), "{}", path);
+        }
     }
 
     #[test]
