@@ -935,8 +935,17 @@ impl RawConfig {
             Some(r) => Some(r.validate("redis").map_err(|e| err("redis", e))?),
         };
         let mut routes = Vec::new();
+        let mut route_names = std::collections::HashSet::new();
         for (n, r) in self.routes.into_iter().enumerate() {
             let at = format!("routes[{n}]");
+            // Compiled routes are found by name: two of one name would
+            // share one's authentication.
+            if !route_names.insert(r.name.clone()) {
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("duplicate route {:?}", r.name),
+                ));
+            }
             if !upstreams.contains_key(&r.upstream) {
                 return Err(err(
                     format!("{at}.upstream"),
@@ -987,6 +996,12 @@ impl RawConfig {
             }
             let prefix = crate::pipeline::route::normalize(&r.path_prefix)
                 .map_err(|e| err(format!("{at}.path_prefix"), e.to_string()))?;
+            if prefix.contains(['?', '#']) {
+                return Err(err(
+                    format!("{at}.path_prefix"),
+                    "a path has no query or fragment: escape ? and # as %3F and %23",
+                ));
+            }
             // Kept as matching compares it (lower case, Unicode case
             // folded), so that sorting by length puts the most specific
             // prefix first: `/ma%C3%9Fe` is `/masse`, shorter than `/masse/a`.
@@ -1043,7 +1058,14 @@ impl RawConfig {
             };
             routes.push(Route {
                 name: r.name,
-                host: r.host.map(|h| h.to_ascii_lowercase()),
+                // As requests' hosts are compared: no port, no trailing dot.
+                host: r.host.map(|h| {
+                    h.rsplit_once(':')
+                        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                        .map_or(h.as_str(), |(h, _)| h)
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase()
+                }),
                 prefix,
                 methods,
                 upstream: r.upstream,

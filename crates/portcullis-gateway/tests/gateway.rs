@@ -1132,3 +1132,37 @@ async fn a_keep_alive_client_keeps_its_upstream_connection_and_survives_its_clos
         gw.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_configuration_errors_name_the_key() {
+    let iam = TestIam::start().await;
+    let echo = echo_upstream().await;
+    let with = |extra: RawRoute| {
+        let mut raw = base_config(echo, &iam);
+        raw.routes.push(extra);
+        let n = raw.routes.len() - 1;
+        let env = |v: &str| (v == "PORTCULLIS_TEST_GW_SECRET").then(|| "s".to_owned());
+        (raw.validate(&env), n)
+    };
+    // Two routes of one name would share one's authentication.
+    let (r, n) = with(route("public", "/other", &["anonymous"], "echo"));
+    let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains(&format!("routes[{n}].name")) && e.contains("duplicate route"),
+        "{e}"
+    );
+    // A prefix with a query or fragment could never match.
+    for prefix in ["/a?b", "/a#b"] {
+        let (r, n) = with(route("q", prefix, &["anonymous"], "echo"));
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(&format!("routes[{n}].path_prefix")), "{e}");
+    }
+    // A route's host is kept as requests' hosts are compared: no port,
+    // no trailing dot, lower case.
+    let (r, n) = with(RawRoute {
+        host: Some("API.Example.com.:8443".into()),
+        ..route("hosted-with-port", "/hosted2", &["anonymous"], "echo")
+    });
+    let config = r.unwrap();
+    assert_eq!(config.routes[n].host.as_deref(), Some("api.example.com"));
+}

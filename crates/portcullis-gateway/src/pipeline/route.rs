@@ -213,7 +213,8 @@ fn ascii_fold(c: char) -> Option<&'static str> {
 
 /// One character for every spelling that differs only in case: the lower
 /// case of the upper case (`É` and `é` → `é`, `ς` → `σ`), where both
-/// mappings are one character; else the character.
+/// mappings are one character; else the lower case, where that is one
+/// (`ᾼ` → `ᾳ`, whose upper case is two); else the character.
 fn case_fold(c: char) -> char {
     fn single(mut m: impl Iterator<Item = char>) -> Option<char> {
         match (m.next(), m.next()) {
@@ -223,14 +224,16 @@ fn case_fold(c: char) -> char {
     }
     single(c.to_uppercase())
         .and_then(|u| single(u.to_lowercase()))
+        .or_else(|| single(c.to_lowercase()))
         .unwrap_or(c)
 }
 
 /// Calls `piece` with each piece of a normalized path as matching sees it,
 /// and the path's length up to the end of that piece, until `piece`
-/// returns false. A piece is one byte of the path, or a character spelled
-/// in escapes (its UTF-8, 2 to 4 of them): its [`ascii_fold`] if it has
-/// one, else the escapes of its [`case_fold`] (upper-case hex).
+/// returns false. A piece is one byte of the path; an escape of printable
+/// ASCII but `/ % ? #`, decoded; or a character spelled in escapes (its
+/// UTF-8, 2 to 4 of them): its [`ascii_fold`] if it has one, else the
+/// escapes of its [`case_fold`] (upper-case hex).
 fn fold_pieces(path: &str, mut piece: impl FnMut(&[u8], usize) -> bool) {
     let bytes = path.as_bytes();
     let mut i = 0;
@@ -248,8 +251,14 @@ fn fold_pieces(path: &str, mut piece: impl FnMut(&[u8], usize) -> bool) {
             .then(|| std::str::from_utf8(&utf8[..len]).ok())
             .flatten()
             .and_then(|s| s.chars().next());
+        // An escape of printable ASCII other than `/ % ? #` is that
+        // character to every upstream that decodes the path: `%3A` is `:`.
+        let printable = escape_at(bytes, i)
+            .filter(|v| (0x20..0x7f).contains(v) && !matches!(v, b'/' | b'%' | b'?' | b'#'));
+        let one = [printable.unwrap_or(0)];
         let mut escapes = String::new();
         let (text, used) = match c {
+            _ if printable.is_some() => (&one[..], 3),
             Some(c) => match ascii_fold(c) {
                 Some(ascii) => (ascii.as_bytes(), 3 * len),
                 None => {
@@ -269,7 +278,8 @@ fn fold_pieces(path: &str, mut piece: impl FnMut(&[u8], usize) -> bool) {
 }
 
 /// A normalized path as route matching compares it: ASCII letters in lower
-/// case, each character spelled in escapes case-folded (`/CAF%C3%89` →
+/// case, escapes of printable ASCII but `/ % ? #` decoded (`%3A` → `:`),
+/// each character spelled in escapes case-folded (`/CAF%C3%89` →
 /// `/caf%C3%A9`, escapes in upper-case hex) and those whose case mapping
 /// is ASCII folded to it (`/ADM%C4%B1N` → `/admin`). Route prefixes are
 /// kept in this form; policies get the path in it as `match_path`.
@@ -349,7 +359,7 @@ pub enum Match<'a> {
 /// matching walks the path's segments once, and then only the routes
 /// whose prefix the path is under, deepest first, whatever the number of
 /// routes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
     routes: Vec<Route>,
     /// Node 0 is the root (the prefix `/`).
@@ -651,12 +661,12 @@ mod tests {
 
     /// Matching as it was before the table: every route in turn, most
     /// specific first; the table must agree with it.
-    fn find_by_scan<'a>(
-        routes: &'a [Route],
+    fn find_by_scan(
+        routes: &[Route],
         host: Option<&str>,
         path: &str,
         method: &http::Method,
-    ) -> Option<&'a str> {
+    ) -> String {
         let host = host.map(|h| h.trim_end_matches('.'));
         let mut sorted: Vec<&Route> = routes.iter().collect();
         sorted.sort_by(|a, b| {
@@ -665,33 +675,39 @@ mod tests {
                 .cmp(&a.prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        sorted
-            .into_iter()
-            .find(|r| {
-                r.host
-                    .as_deref()
-                    .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
-                    && under(path, &r.prefix).is_some()
-                    && (r.methods.is_empty() || r.methods.contains(method))
-            })
-            .map(|r| r.name.as_str())
+        let mut allowed = false;
+        for r in sorted {
+            let host_ok = r
+                .host
+                .as_deref()
+                .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
+            if host_ok && under(path, &r.prefix).is_some() {
+                if r.methods.is_empty() || r.methods.contains(method) {
+                    return r.name.clone();
+                }
+                allowed = true;
+            }
+        }
+        if allowed { "405" } else { "404" }.into()
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
-        /// The table finds the route a scan of every route finds.
+        /// The table finds the route a scan of every route finds (or the
+        /// same 405 or 404), and strip_prefix cuts the path at a segment.
         #[test]
         fn the_table_agrees_with_a_scan_of_every_route(
             routes in proptest::collection::vec(
                 (
-                    proptest::collection::vec(proptest::sample::select(&["a", "B", "ab", "%C3%A9", "\u{131}", "i", "ss", "\u{df}"][..]), 0..4),
+                    proptest::collection::vec(proptest::sample::select(&["a", "B", "ab", "%C3%A9", "%C3%89", "\u{131}", "i", "ss", "\u{df}", ":", "%3a"][..]), 0..4),
                     proptest::option::of(proptest::sample::select(&["h", "H2"][..])),
                     0..3usize,
                 ),
                 1..12,
             ),
-            path in proptest::collection::vec(proptest::sample::select(&["a", "A", "b", "ab", "AB", "%C3%89", "I", "%C4%B1", "SS", "%C3%9F", "x"][..]), 0..5),
+            path in proptest::collection::vec(proptest::sample::select(&["a", "A", "b", "ab", "AB", "%C3%89", "I", "%C4%B1", "SS", "%C3%9F", "x", ":", "%3A", "%E9", "%C4"][..]), 0..5),
+            trailing in proptest::bool::ANY,
             host in proptest::option::of(proptest::sample::select(&["h", "H", "h2", "other"][..])),
             post in proptest::bool::ANY,
         ) {
@@ -704,12 +720,18 @@ mod tests {
                     ..route(&format!("r{i}"), None, &format!("/{}", segs.join("/")))
                 })
                 .collect();
-            let path = normalize(&format!("/{}", path.join("/"))).unwrap().into_owned();
+            let slash = if trailing { "/" } else { "" };
+            let path = normalize(&format!("/{}{slash}", path.join("/"))).unwrap().into_owned();
             let method = if post { http::Method::POST } else { http::Method::GET };
             let table = Table::new(routes.clone());
             let found = match table.find(host, &path, &method) {
-                Match::Found(r) => Some(r.name.as_str()),
-                _ => None,
+                Match::Found(r) => {
+                    let rest = after_prefix(&path, &r.prefix);
+                    proptest::prop_assert!(rest.is_empty() || rest.starts_with('/'), "{rest:?}");
+                    r.name.clone()
+                }
+                Match::MethodNotAllowed(_) => "405".into(),
+                Match::NotFound => "404".into(),
             };
             proptest::prop_assert_eq!(found, find_by_scan(&routes, host, &path, &method), "{}", path);
         }
@@ -746,6 +768,11 @@ mod tests {
             ("/CAF%C3%89/x", "/caf%C3%A9", 10),
             ("/caf%C3%A9", "/CAF%C3%89", 10),
             ("/%CF%82x", "/%CE%A3X", 8),
+            ("/%E1%BE%BC", "/%E1%BE%B3", 10),
+            // Escaped and raw reserved characters: the same to an
+            // upstream that decodes the path.
+            ("/v1/things%3AbatchDelete", "/v1/things:batchDelete", 24),
+            ("/users/@me/x", "/users/%40me", 10),
         ] {
             assert_eq!(
                 under(path, &folded(prefix)),
@@ -769,7 +796,8 @@ mod tests {
             assert_eq!(under(path, &folded(prefix)), None, "{path} under {prefix}");
         }
         assert_eq!(after_prefix("/ADM%C4%B1N/users/1", "/admin"), "/users/1");
-        assert_eq!(folded("/ADM%C4%B1N/CAF%C3%89%20X"), "/admin/caf%C3%A9%20x");
+        assert_eq!(folded("/ADM%C4%B1N/CAF%C3%89%20X"), "/admin/caf%C3%A9 x");
+        assert_eq!(folded("/a%3Ab%40c%3F%23"), "/a:b@c%3F%23");
         assert_eq!(folded("/%C3%9F%E2%84%AA"), "/ssk");
         assert_eq!(after_prefix("/admin", "/admin"), "");
     }
@@ -885,7 +913,7 @@ mod tests {
     }
 
     /// The protected prefixes of the property test, without their `/`.
-    const PROTECTED: [&str; 5] = ["admin", "keys", "ssh", "fix", "caf\u{e9}"];
+    const PROTECTED: [&str; 6] = ["admin", "keys", "ssh", "fix", "caf\u{e9}", "a:b"];
 
     /// `word` spelled one of the ways an upstream that ignores case, or
     /// decodes escapes, reads as `word`: each ASCII letter as it is,
