@@ -1059,13 +1059,9 @@ impl RawConfig {
             routes.push(Route {
                 name: r.name,
                 // As requests' hosts are compared: no port, no trailing dot.
-                host: r.host.map(|h| {
-                    h.rsplit_once(':')
-                        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-                        .map_or(h.as_str(), |(h, _)| h)
-                        .trim_end_matches('.')
-                        .to_ascii_lowercase()
-                }),
+                host: r
+                    .host
+                    .map(|h| crate::pipeline::route::bare_host(&h).to_ascii_lowercase()),
                 prefix,
                 methods,
                 upstream: r.upstream,

@@ -285,10 +285,10 @@ fn certificate_hosts(config: &Config) -> CertificateHosts {
         match (&r.host, mtls) {
             (_, false) => {}
             (None, true) => return CertificateHosts::All,
+            // Route hosts are kept without port (`route::bare_host`), as
+            // SNI names are.
             (Some(h), true) => {
-                // A route host may carry a port; SNI never does.
-                let name = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n);
-                hosts.insert(name.to_owned());
+                hosts.insert(h.clone());
             }
         }
     }

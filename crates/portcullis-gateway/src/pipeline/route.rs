@@ -56,10 +56,13 @@ fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
 
 /// Appends `%XX`, upper-case hex.
 fn push_escape(out: &mut String, b: u8) {
+    out.extend(escape(b).map(char::from));
+}
+
+/// `%XX` for `b`, upper-case hex.
+fn escape(b: u8) -> [u8; 3] {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push('%');
-    out.push(HEX[usize::from(b >> 4)] as char);
-    out.push(HEX[usize::from(b & 0xf)] as char);
+    [b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
 }
 
 /// Whether an escaped byte can be no part of UTF-8 that a decoder should
@@ -236,37 +239,20 @@ fn case_fold(c: char) -> char {
 /// escapes of its [`case_fold`] (upper-case hex).
 fn fold_pieces(path: &str, mut piece: impl FnMut(&[u8], usize) -> bool) {
     let bytes = path.as_bytes();
+    // A decoded byte, or the escapes of a folded character.
+    let mut buf = [0u8; 12];
     let mut i = 0;
     while i < bytes.len() {
-        let len = match escape_at(bytes, i) {
-            Some(0xC0..=0xDF) => 2,
-            Some(0xE0..=0xEF) => 3,
-            Some(0xF0..=0xF7) => 4,
-            _ => 0,
-        };
-        let mut utf8 = [0u8; 4];
-        let spelled =
-            len > 0 && (0..len).all(|k| escape_at(bytes, i + 3 * k).map(|b| utf8[k] = b).is_some());
-        let c = spelled
-            .then(|| std::str::from_utf8(&utf8[..len]).ok())
-            .flatten()
-            .and_then(|s| s.chars().next());
-        // An escape of printable ASCII other than `/ % ? #` is that
-        // character to every upstream that decodes the path: `%3A` is `:`.
-        let printable = escape_at(bytes, i)
-            .filter(|v| (0x20..0x7f).contains(v) && !matches!(v, b'/' | b'%' | b'?' | b'#'));
-        let one = [printable.unwrap_or(0)];
-        let mut escapes = String::new();
-        let (text, used) = match c {
-            _ if printable.is_some() => (&one[..], 3),
-            Some(c) => match ascii_fold(c) {
-                Some(ascii) => (ascii.as_bytes(), 3 * len),
-                None => {
-                    for b in case_fold(c).encode_utf8(&mut utf8).bytes() {
-                        push_escape(&mut escapes, b);
-                    }
-                    (escapes.as_bytes(), 3 * len)
-                }
+        let (text, used): (&[u8], usize) = match escape_at(bytes, i) {
+            // Printable ASCII is that character to every upstream that
+            // decodes the path: `%3A` is `:`.
+            Some(v) if (0x20..0x7f).contains(&v) && !matches!(v, b'/' | b'%' | b'?' | b'#') => {
+                buf[0] = v;
+                (&buf[..1], 3)
+            }
+            Some(lead) => match escaped_char(bytes, i, lead) {
+                Some((c, len)) => (fold_char(c, &mut buf), 3 * len),
+                None => (&bytes[i..=i], 1),
             },
             None => (&bytes[i..=i], 1),
         };
@@ -275,6 +261,46 @@ fn fold_pieces(path: &str, mut piece: impl FnMut(&[u8], usize) -> bool) {
             return;
         }
     }
+}
+
+/// The character whose UTF-8 the escapes at `i` spell, the first being
+/// `lead`, and how many escapes that is.
+fn escaped_char(bytes: &[u8], i: usize, lead: u8) -> Option<(char, usize)> {
+    let len = match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => return None,
+    };
+    let mut utf8 = [0u8; 4];
+    for (k, b) in utf8[..len].iter_mut().enumerate() {
+        *b = escape_at(bytes, i + 3 * k)?;
+    }
+    let c = std::str::from_utf8(&utf8[..len]).ok()?.chars().next()?;
+    Some((c, len))
+}
+
+/// `c` as matching sees it: its [`ascii_fold`], else the escapes of its
+/// [`case_fold`], written into `buf`.
+fn fold_char(c: char, buf: &mut [u8; 12]) -> &[u8] {
+    if let Some(ascii) = ascii_fold(c) {
+        return ascii.as_bytes();
+    }
+    let mut utf8 = [0u8; 4];
+    let utf8 = case_fold(c).encode_utf8(&mut utf8).as_bytes();
+    for (k, &b) in utf8.iter().enumerate() {
+        buf[3 * k..3 * k + 3].copy_from_slice(&escape(b));
+    }
+    &buf[..3 * utf8.len()]
+}
+
+/// A request's host as routes' hosts are kept: without its port and
+/// trailing dots (compared ignoring case).
+pub fn bare_host(host: &str) -> &str {
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+        .trim_end_matches('.')
 }
 
 /// A normalized path as route matching compares it: ASCII letters in lower
@@ -414,14 +440,8 @@ impl Table {
     /// Finds the most specific route (longest prefix) for host, path
     /// (normalized) and method.
     pub fn find(&self, host: Option<&str>, path: &str, method: &http::Method) -> Match<'_> {
-        // Without its port and trailing dots; compared ignoring case (route
-        // hosts are lower-cased by the config).
-        let host = host.map(|h| {
-            h.rsplit_once(':')
-                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-                .map_or(h, |(h, _)| h)
-                .trim_end_matches('.')
-        });
+        // Compared ignoring case (route hosts are lower-cased by the config).
+        let host = host.map(bare_host);
         // The deepest node the path is under. A path with escapes is walked
         // folded; one without, a segment at a time in lower case (copied
         // only when it has an upper-case letter).
