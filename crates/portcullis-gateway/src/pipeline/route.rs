@@ -481,7 +481,11 @@ impl Table {
                 if r.methods.is_empty() || r.methods.contains(method) {
                     return Match::Found(r);
                 }
-                allowed.extend(r.methods.iter().cloned());
+                for m in &r.methods {
+                    if !allowed.contains(m) {
+                        allowed.push(m.clone());
+                    }
+                }
             }
             if at == 0 {
                 break;
@@ -660,6 +664,7 @@ mod tests {
         let table = Table::new(vec![
             with_methods("orders-read", "/orders", &[http::Method::GET]),
             with_methods("orders-admin", "/orders/admin", &[http::Method::DELETE]),
+            with_methods("orders-audit", "/orders/admin", &[http::Method::DELETE]),
         ]);
         let name = |path: &str, m: http::Method| match table.find(None, path, &m) {
             Match::Found(r) => r.name.clone(),
