@@ -44,8 +44,15 @@ pub const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest leaf lifetime accepted: leaves are meant to be short-lived and
 /// renewed, not revoked.
 pub const MAX_LEAF_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-/// How long a CRL is valid (its `next_update`).
+/// How long a CRL is valid (its `next_update`) unless the CA was given
+/// another validity ([`Ca::set_crl_validity`]).
 pub const CRL_VALIDITY: Duration = Duration::from_secs(3600);
+/// Shortest CRL validity accepted: `serve-crl` re-signs at half of it, and
+/// verifiers that poll the file need time to pick a new one up.
+pub const MIN_CRL_VALIDITY: Duration = Duration::from_secs(5 * 60);
+/// Longest CRL validity accepted: a revocation must not wait weeks to be
+/// seen by a verifier that caches CRLs until their `nextUpdate`.
+pub const MAX_CRL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What a leaf certificate is for and how long it lives.
 ///
@@ -404,12 +411,35 @@ impl Ca {
         self.crl()
     }
 
-    /// Signs a fresh CRL (valid [`CRL_VALIDITY`]) listing every revoked
+    /// How long each CRL this CA signs is valid.
+    pub fn crl_validity(&self) -> Result<Duration, CaError> {
+        Ok(State::load(&self.dir.join(STATE_FILE))?.crl_validity())
+    }
+
+    /// Sets how long each CRL is valid (between [`MIN_CRL_VALIDITY`] and
+    /// [`MAX_CRL_VALIDITY`]), kept in the index, and publishes a fresh CRL
+    /// with it.
+    pub fn set_crl_validity(&self, validity: Duration) -> Result<Crl, CaError> {
+        if !(MIN_CRL_VALIDITY..=MAX_CRL_VALIDITY).contains(&validity) {
+            return Err(CaError::InvalidTtl(format!(
+                "CRL validity must be between {} minutes and {} days",
+                MIN_CRL_VALIDITY.as_secs() / 60,
+                MAX_CRL_VALIDITY.as_secs() / 86_400
+            )));
+        }
+        self.update_state(|state| {
+            state.crl_validity_secs = Some(validity.as_secs());
+            Ok(())
+        })?;
+        self.crl()
+    }
+
+    /// Signs a fresh CRL (valid [`Ca::crl_validity`]) listing every revoked
     /// certificate not yet expired, and writes it to [`CRL_FILE`].
     pub fn crl(&self) -> Result<Crl, CaError> {
         let now = OffsetDateTime::now_utc();
-        let next_update = now + CRL_VALIDITY;
         self.update_state(|state| {
+            let next_update = now + state.crl_validity();
             state.crl_number += 1;
             state.crl_next_update = next_update.unix_timestamp();
             let revoked_certs = state
@@ -448,7 +478,7 @@ impl Ca {
     pub fn crl_pem(&self) -> Result<String, CaError> {
         let path = self.dir.join(CRL_FILE);
         let state = State::load(&self.dir.join(STATE_FILE))?;
-        let fresh_until = state.crl_next_update - (CRL_VALIDITY.as_secs() / 2) as i64;
+        let fresh_until = state.crl_next_update - (state.crl_validity().as_secs() / 2) as i64;
         if OffsetDateTime::now_utc().unix_timestamp() < fresh_until
             && let Ok(pem) = read_string(&path)
         {

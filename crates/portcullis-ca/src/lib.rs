@@ -57,7 +57,8 @@ pub mod tls;
 
 pub use authority::{
     CRL_FILE, CRL_VALIDITY, Ca, Crl, DEFAULT_LEAF_TTL, INTERMEDIATE_CERT, INTERMEDIATE_KEY,
-    IssuedLeaf, LeafSpec, MAX_LEAF_TTL, ROOT_CERT, ROOT_KEY, STATE_FILE,
+    IssuedLeaf, LeafSpec, MAX_CRL_VALIDITY, MAX_LEAF_TTL, MIN_CRL_VALIDITY, ROOT_CERT, ROOT_KEY,
+    STATE_FILE,
 };
 pub use error::CaError;
 pub use files::write_atomic;

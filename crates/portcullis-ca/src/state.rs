@@ -112,16 +112,27 @@ pub(crate) struct State {
     /// `next_update` of the last CRL published, Unix seconds.
     #[serde(default)]
     pub crl_next_update: i64,
+    /// How long each CRL is valid, seconds; absent in a CA made before it
+    /// could be set, which keeps [`crate::CRL_VALIDITY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_validity_secs: Option<u64>,
     pub issued: Vec<IssuedCert>,
 }
 
 impl State {
+    /// How long each CRL is valid.
+    pub fn crl_validity(&self) -> std::time::Duration {
+        self.crl_validity_secs
+            .map_or(crate::CRL_VALIDITY, std::time::Duration::from_secs)
+    }
+
     pub fn new(trust_domain: &TrustDomain) -> Self {
         Self {
             version: 1,
             trust_domain: trust_domain.as_str().to_owned(),
             crl_number: 0,
             crl_next_update: 0,
+            crl_validity_secs: None,
             issued: Vec::new(),
         }
     }

@@ -74,15 +74,22 @@ pub struct ClientTrust {
     /// client registered may trust it. Certificates from an unknown CA (not
     /// self-signed) are still refused.
     pub allow_self_signed: bool,
+    /// Refuse every client certificate once a CRL is past its `nextUpdate`
+    /// (rustls' `enforce_revocation_expiration`): fail closed when the CA
+    /// stops publishing. Off by default, where a stale CRL is still applied,
+    /// so its revocations stay in force and nobody is locked out.
+    pub enforce_crl_expiry: bool,
 }
 
 impl ClientTrust {
-    /// Trust `roots` with `crls`, refusing self-signed certificates.
+    /// Trust `roots` with `crls`, refusing self-signed certificates and
+    /// applying CRLs past their `nextUpdate`.
     pub fn new(roots: impl Into<PathBuf>, crls: Vec<PathBuf>) -> Self {
         Self {
             roots: roots.into(),
             crls,
             allow_self_signed: false,
+            enforce_crl_expiry: false,
         }
     }
 }
@@ -174,6 +181,11 @@ fn webpki_verifier(
         WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(&trust.roots)?), provider)
             .with_crls(crls)
             .only_check_end_entity_revocation();
+    let builder = if trust.enforce_crl_expiry {
+        builder.enforce_revocation_expiration()
+    } else {
+        builder
+    };
     let builder = if optional {
         builder.allow_unauthenticated()
     } else {

@@ -220,3 +220,90 @@ async fn serve_puts_the_peer_certificate_into_each_request() {
         .expect("serve returns after shutdown")
         .unwrap();
 }
+
+/// A small PKI of its own (rcgen): a root that signs a client leaf and a
+/// CRL whose `nextUpdate` is `next_update_secs` from now (negative: past).
+/// Returns the trust for a listener and the client's identity.
+fn pki_with_crl(
+    dir: &Path,
+    label: &str,
+    next_update_secs: i64,
+    enforce_crl_expiry: bool,
+) -> (ClientTrust, ClientIdentity) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let root_key = KeyPair::generate().unwrap();
+    let mut root = CertificateParams::new(vec![]).unwrap();
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = Issuer::from_params(&root, &root_key);
+
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec![format!("{label}.example")]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let next_update = now + time::Duration::seconds(next_update_secs);
+    let crl = CertificateRevocationListParams {
+        this_update: next_update - time::Duration::hours(2),
+        next_update,
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap();
+
+    let file = |name: &str, body: String| {
+        let p = dir.join(format!("{label}.{name}"));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let trust = ClientTrust {
+        enforce_crl_expiry,
+        ..ClientTrust::new(
+            file("root.pem", root_cert.pem()),
+            vec![file("crl.pem", crl.pem().unwrap())],
+        )
+    };
+    let id = ClientIdentity {
+        cert_chain: file("leaf.pem", leaf_cert.pem()),
+        key: file("leaf.key", leaf_key.serialize_pem()),
+    };
+    (trust, id)
+}
+
+#[tokio::test]
+async fn a_crl_past_its_next_update_refuses_clients_only_when_enforced() {
+    let ca = TestCa::new();
+    let dir = ca.dir.path();
+    let cases = [
+        // (CRL's nextUpdate from now, enforced, the handshake succeeds)
+        (-3600, false, true), // default: a stale CRL is still applied, nobody is locked out
+        (-3600, true, false), // enforced: fail closed
+        (3600, true, true),   // enforced with a fresh CRL
+        (3600, false, true),
+    ];
+    for (n, (offset, enforce, admitted)) in cases.into_iter().enumerate() {
+        let (trust, id) = pki_with_crl(dir, &format!("c{n}"), offset, enforce);
+        let acceptor = acceptor(&ca, ClientAuth::Required(trust));
+        let outcome = handshake(&acceptor, &ca.root(), Some(&id)).await;
+        assert_eq!(
+            outcome.is_ok(),
+            admitted,
+            "nextUpdate {offset:+} s, enforced {enforce}: {outcome:?}"
+        );
+        if !admitted {
+            let e = outcome.unwrap_err();
+            assert!(
+                e.to_lowercase().contains("expired") || e.contains("ExpiredRevocationList"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -266,6 +266,78 @@ fn revocation_is_indexed_and_listed() {
     );
 }
 
+/// The `nextUpdate` of a CRL in PEM, Unix seconds.
+fn next_update(pem: &str) -> i64 {
+    let der =
+        rustls_pki_types::CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, parsed) = x509_parser::parse_x509_crl(&der).unwrap();
+    parsed.next_update().unwrap().timestamp()
+}
+
+#[test]
+fn the_crl_validity_is_kept_in_the_index_and_bounded() {
+    use portcullis_ca::{CRL_VALIDITY, MAX_CRL_VALIDITY, MIN_CRL_VALIDITY};
+    use std::time::Duration;
+    let ca = TestCa::new();
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    // A new CA signs for the default hour.
+    assert_eq!(ca.ca.crl_validity().unwrap(), CRL_VALIDITY);
+    let first = std::fs::read_to_string(ca.crl()).unwrap();
+    assert!((next_update(&first) - now() - 3600).abs() <= 5);
+
+    let six_hours = Duration::from_secs(6 * 3600);
+    let crl = ca.ca.set_crl_validity(six_hours).unwrap();
+    assert!((crl.next_update.unix_timestamp() - now() - 6 * 3600).abs() <= 5);
+    assert_eq!(next_update(&crl.pem), crl.next_update.unix_timestamp());
+    assert_eq!(std::fs::read_to_string(ca.crl()).unwrap(), crl.pem);
+
+    // Kept: the next CRL, also from a reopened CA, has the same validity.
+    let reopened = Ca::open(ca.ca.dir(), &master_key()).unwrap();
+    assert_eq!(reopened.crl_validity().unwrap(), six_hours);
+    let again = reopened.crl().unwrap();
+    assert!(again.number > crl.number);
+    assert!((again.next_update.unix_timestamp() - now() - 6 * 3600).abs() <= 5);
+    // Served as is while more than half of the six hours remain.
+    assert_eq!(reopened.crl_pem().unwrap(), again.pem);
+
+    // Out of bounds is refused, and nothing changes.
+    for bad in [
+        Duration::ZERO,
+        MIN_CRL_VALIDITY - Duration::from_secs(1),
+        MAX_CRL_VALIDITY + Duration::from_secs(1),
+    ] {
+        assert!(
+            matches!(ca.ca.set_crl_validity(bad), Err(CaError::InvalidTtl(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(ca.ca.crl_validity().unwrap(), six_hours);
+    assert_eq!(std::fs::read_to_string(ca.crl()).unwrap(), again.pem);
+    ca.ca.set_crl_validity(MIN_CRL_VALIDITY).unwrap();
+    ca.ca.set_crl_validity(MAX_CRL_VALIDITY).unwrap();
+}
+
+#[test]
+fn an_index_written_before_the_crl_validity_could_be_set_keeps_the_default() {
+    let ca = TestCa::new();
+    let path = ca.ca.dir().join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("crl_validity_secs"), "absent until set");
+    ca.ca
+        .set_crl_validity(std::time::Duration::from_secs(600))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"crl_validity_secs\": 600")
+            || std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("\"crl_validity_secs\":600")
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(ca.ca.crl_validity().unwrap(), portcullis_ca::CRL_VALIDITY);
+}
+
 #[test]
 fn lifetimes_are_checked() {
     let ca = TestCa::new();

@@ -183,6 +183,7 @@ async fn main() {
             key: server.key.display().to_string(),
             client_ca: Some(root.display().to_string()),
             crls: vec![crl.display().to_string()],
+            ..Default::default()
         }),
         upstreams: vec![RawUpstream {
             name: "echo".into(),

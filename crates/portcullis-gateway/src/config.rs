@@ -85,6 +85,10 @@ pub struct RawTls {
     /// PEM CRLs client certificates are checked against.
     #[serde(default)]
     pub crls: Vec<String>,
+    /// Refuse client certificates while a CRL is past its `nextUpdate`
+    /// (fail closed when the CA stops publishing); default false.
+    #[serde(default)]
+    pub enforce_crl_expiry: bool,
 }
 
 /// `tls` of an upstream: the gateway connects with HTTPS and, with `cert`
@@ -438,6 +442,8 @@ pub struct ListenerTls {
     pub client_ca: Option<PathBuf>,
     /// CRLs.
     pub crls: Vec<PathBuf>,
+    /// Whether a CRL past its `nextUpdate` refuses every client certificate.
+    pub enforce_crl_expiry: bool,
 }
 
 /// The validated `tls` of an upstream.
@@ -756,6 +762,15 @@ impl RawConfig {
             "admin_listen",
             self.admin_listen.as_deref().unwrap_or("127.0.0.1:8081"),
         )?;
+        if let Some(t) = &self.tls
+            && t.enforce_crl_expiry
+            && (t.client_ca.is_none() || t.crls.is_empty())
+        {
+            return Err(err(
+                "tls.enforce_crl_expiry",
+                "needs client_ca and at least one file in crls",
+            ));
+        }
         let mut trusted_proxies = HashSet::new();
         for (n, p) in self.trusted_proxies.iter().enumerate() {
             trusted_proxies.insert(
@@ -1168,6 +1183,7 @@ impl RawConfig {
                 key: t.key.into(),
                 client_ca: t.client_ca.map(Into::into),
                 crls: t.crls.into_iter().map(Into::into).collect(),
+                enforce_crl_expiry: t.enforce_crl_expiry,
             }),
         })
     }

@@ -662,6 +662,7 @@ mod tests {
             key: "k.pem".into(),
             client_ca: None,
             crls: Vec::new(),
+            enforce_crl_expiry: false,
         });
         // Settings a reload applies are not named.
         b.request_timeout += Duration::from_secs(1);

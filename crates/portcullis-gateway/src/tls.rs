@@ -102,7 +102,10 @@ impl Listener {
         let client_certs = match &cfg.client_ca {
             None => None,
             Some(ca) => Some(Arc::new(Reloading::new(files(ClientAuth::Optional(
-                ClientTrust::new(ca.clone(), cfg.crls.clone()),
+                ClientTrust {
+                    enforce_crl_expiry: cfg.enforce_crl_expiry,
+                    ..ClientTrust::new(ca.clone(), cfg.crls.clone())
+                },
             )))?)),
         };
         Ok(Self {

@@ -1165,4 +1165,23 @@ async fn route_configuration_errors_name_the_key() {
     });
     let config = r.unwrap();
     assert_eq!(config.routes[n].host.as_deref(), Some("api.example.com"));
+
+    // Enforcing CRL expiry without a CRL to enforce is a mistake, not a no-op.
+    for (client_ca, crls) in [(None, vec!["crl.pem".to_owned()]), (Some("ca.pem"), vec![])] {
+        let mut raw = base_config(echo, &iam);
+        raw.tls = Some(portcullis_gateway::config::RawTls {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+            client_ca: client_ca.map(Into::into),
+            crls,
+            enforce_crl_expiry: true,
+        });
+        let env = |v: &str| (v == "PORTCULLIS_TEST_GW_SECRET").then(|| "s".to_owned());
+        let e = raw
+            .validate(&env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("tls.enforce_crl_expiry"), "{e}");
+    }
 }

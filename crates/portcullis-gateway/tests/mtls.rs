@@ -179,6 +179,7 @@ async fn start() -> Env {
             key: gw_id.key.display().to_string(),
             client_ca: Some(ca.root().display().to_string()),
             crls: vec![ca.crl().display().to_string()],
+            ..Default::default()
         }),
         upstreams: vec![
             RawUpstream {

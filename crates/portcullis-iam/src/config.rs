@@ -97,6 +97,10 @@ pub struct RawTls {
     /// §2.2 `self_signed_tls_client_auth`); default true when client
     /// certificates are asked for.
     pub allow_self_signed: Option<bool>,
+    /// Refuse client certificates while a CRL is past its `nextUpdate`
+    /// (fail closed when the CA stops publishing); default false.
+    #[serde(default)]
+    pub enforce_crl_expiry: bool,
     /// How often certificate, key, CA and CRL files are checked for changes
     /// (default 5 s).
     pub reload_interval_secs: Option<u64>,
@@ -151,14 +155,20 @@ impl RawTls {
             }
         };
         let client_auth = if mode == "none" {
-            if self.client_ca.is_some() || !self.crls.is_empty() {
+            if self.client_ca.is_some() || !self.crls.is_empty() || self.enforce_crl_expiry {
                 return Err(err(
                     key("client_auth"),
-                    "is none, but client_ca or crls are set",
+                    "is none, but client_ca, crls or enforce_crl_expiry are set",
                 ));
             }
             ClientAuth::None
         } else {
+            if self.enforce_crl_expiry && self.crls.is_empty() {
+                return Err(err(
+                    key("enforce_crl_expiry"),
+                    "needs at least one file in crls",
+                ));
+            }
             let roots = file("client_ca", self.client_ca)?;
             let mut crls = Vec::with_capacity(self.crls.len());
             for (n, c) in self.crls.into_iter().enumerate() {
@@ -166,6 +176,7 @@ impl RawTls {
             }
             let trust = ClientTrust {
                 allow_self_signed: self.allow_self_signed.unwrap_or(true),
+                enforce_crl_expiry: self.enforce_crl_expiry,
                 ..ClientTrust::new(roots, crls)
             };
             if mode == "required" {
@@ -1154,6 +1165,11 @@ mod tests {
                 "tls.crls[0]",
             ),
             ("reload_interval_secs = 0", "tls.reload_interval_secs"),
+            ("enforce_crl_expiry = true", "tls.client_auth"),
+            (
+                &format!("client_ca = \"{pem}\"\nenforce_crl_expiry = true"),
+                "tls.enforce_crl_expiry",
+            ),
         ] {
             let raw = dev_toml(&format!(
                 "[tls]\ncert = \"{pem}\"\nkey = \"{pem}\"\n{table_extra}\n"

@@ -15,14 +15,39 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A CRL validity given in minutes, checked before anything is written.
+fn crl_validity(flag: &str, minutes: u64) -> Result<Duration, Failure> {
+    let validity = Duration::from_secs(minutes.saturating_mul(60));
+    let (min, max) = (
+        portcullis_ca::MIN_CRL_VALIDITY,
+        portcullis_ca::MAX_CRL_VALIDITY,
+    );
+    if (min..=max).contains(&validity) {
+        Ok(validity)
+    } else {
+        Err(Failure::Config(format!(
+            "{flag} {minutes}: between {} and {} minutes",
+            min.as_secs() / 60,
+            max.as_secs() / 60
+        )))
+    }
+}
+
 /// Runs one `ca` subcommand.
 pub async fn run(args: CaArgs, command: CaCommand, log: LogArgs) -> Result<(), Failure> {
     let master = master_key(&args.master_key_env)?;
     let out = args.output;
     match command {
-        CaCommand::Init { trust_domain } => {
+        CaCommand::Init {
+            trust_domain,
+            crl_validity_minutes,
+        } => {
             let td = TrustDomain::parse(&trust_domain).map_err(failure)?;
+            let validity = crl_validity("--crl-validity-minutes", crl_validity_minutes)?;
             let ca = Ca::init(&args.dir, td, &master).map_err(failure)?;
+            if validity != portcullis_ca::CRL_VALIDITY {
+                ca.set_crl_validity(validity).map_err(failure)?;
+            }
             emit(
                 out,
                 json!({ "dir": args.dir, "trust_domain": ca.trust_domain().as_str() }),
@@ -93,9 +118,13 @@ pub async fn run(args: CaArgs, command: CaCommand, log: LogArgs) -> Result<(), F
                 },
             );
         }
-        CaCommand::Crl => {
+        CaCommand::Crl { validity_minutes } => {
             let ca = open(&args.dir, &master)?;
-            let crl = ca.crl().map_err(failure)?;
+            let crl = match validity_minutes {
+                Some(m) => ca.set_crl_validity(crl_validity("--validity-minutes", m)?),
+                None => ca.crl(),
+            }
+            .map_err(failure)?;
             let next_update = crl.next_update.unix_timestamp();
             emit(
                 out,

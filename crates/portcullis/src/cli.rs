@@ -639,6 +639,10 @@ pub enum CaCommand {
         /// SPIFFE trust domain, e.g. `prod.example.org`.
         #[arg(long)]
         trust_domain: String,
+        /// How long each CRL is valid (its nextUpdate), in minutes: from 5
+        /// to 43200 (30 days). Kept in the CA's index; `ca crl` can change it.
+        #[arg(long, default_value_t = 60)]
+        crl_validity_minutes: u64,
     },
     /// Issue a service certificate (SPIFFE ID spiffe://TRUST_DOMAIN/SERVICE).
     Issue {
@@ -670,7 +674,12 @@ pub enum CaCommand {
         reason: String,
     },
     /// Sign a fresh CRL and write it to DIR/crl.pem.
-    Crl,
+    Crl {
+        /// Change how long this and later CRLs are valid, in minutes (5 to
+        /// 43200); without it, the CA's current validity.
+        #[arg(long)]
+        validity_minutes: Option<u64>,
+    },
     /// List issued certificates.
     List,
     /// Serve the current CRL over HTTP (GET /crl.pem), renewing it as it

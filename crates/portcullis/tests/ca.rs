@@ -160,6 +160,60 @@ fn init_issue_revoke_crl_list() {
 }
 
 #[test]
+fn the_crl_validity_is_set_at_init_and_changed_by_crl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    // Out of bounds: refused before anything is written.
+    for bad in ["4", "43201", "0"] {
+        let (code, _, err) = ca(
+            &dir,
+            &[
+                "init",
+                "--trust-domain",
+                "td",
+                "--crl-validity-minutes",
+                bad,
+            ],
+        );
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("--crl-validity-minutes"), "{err}");
+        assert!(!dir.join("ca.json").exists(), "{bad}");
+    }
+    let (code, out, err) = ca(
+        &dir,
+        &[
+            "init",
+            "--trust-domain",
+            "td",
+            "--crl-validity-minutes",
+            "240",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let next = |out: &str| json(out)["next_update"].as_i64().unwrap();
+    // `crl` keeps the validity given at init...
+    let (code, out, err) = ca(&dir, &["crl", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!((next(&out) - now() - 240 * 60).abs() <= 10, "{out}");
+    // ... until it is changed, and then keeps the new one.
+    let (code, out, err) = ca(&dir, &["crl", "--validity-minutes", "15", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!((next(&out) - now() - 15 * 60).abs() <= 10, "{out}");
+    let (code, out, _) = ca(&dir, &["crl", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert!((next(&out) - now() - 15 * 60).abs() <= 10, "{out}");
+    let (code, _, err) = ca(&dir, &["crl", "--validity-minutes", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("between 5 and 43200 minutes"), "{err}");
+}
+
+#[test]
 fn master_key_is_required_and_must_match() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
