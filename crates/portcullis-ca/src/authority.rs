@@ -54,6 +54,17 @@ pub const MIN_CRL_VALIDITY: Duration = Duration::from_secs(5 * 60);
 /// seen by a verifier that caches CRLs until their `nextUpdate`.
 pub const MAX_CRL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
+fn check_crl_validity(validity: Duration) -> Result<(), CaError> {
+    if (MIN_CRL_VALIDITY..=MAX_CRL_VALIDITY).contains(&validity) {
+        return Ok(());
+    }
+    Err(CaError::InvalidTtl(format!(
+        "CRL validity must be between {} minutes and {} days",
+        MIN_CRL_VALIDITY.as_secs() / 60,
+        MAX_CRL_VALIDITY.as_secs() / 86_400
+    )))
+}
+
 /// What a leaf certificate is for and how long it lives.
 ///
 /// The default profile is what services need for mutual TLS: a SPIFFE URI
@@ -169,6 +180,19 @@ impl Ca {
         trust_domain: TrustDomain,
         master_key: &MasterKey,
     ) -> Result<Self, CaError> {
+        Self::init_with_crl_validity(dir, trust_domain, master_key, CRL_VALIDITY)
+    }
+
+    /// [`Ca::init`], with CRLs valid `crl_validity` (see
+    /// [`Ca::set_crl_validity`]) from the first one on. Refuses a validity
+    /// out of bounds before anything is written.
+    pub fn init_with_crl_validity(
+        dir: &Path,
+        trust_domain: TrustDomain,
+        master_key: &MasterKey,
+        crl_validity: Duration,
+    ) -> Result<Self, CaError> {
+        check_crl_validity(crl_validity)?;
         if dir.join(STATE_FILE).exists() {
             return Err(CaError::AlreadyInitialized(dir.to_owned()));
         }
@@ -208,7 +232,11 @@ impl Ca {
             int_cert.pem().as_bytes(),
             0o644,
         )?;
-        State::new(&trust_domain).save(&dir.join(STATE_FILE), now.unix_timestamp())?;
+        let mut state = State::new(&trust_domain);
+        if crl_validity != CRL_VALIDITY {
+            state.crl_validity_secs = Some(crl_validity.as_secs());
+        }
+        state.save(&dir.join(STATE_FILE), now.unix_timestamp())?;
 
         let ca = Self::open(dir, master_key)?;
         ca.crl()?;
@@ -420,13 +448,7 @@ impl Ca {
     /// [`MAX_CRL_VALIDITY`]), kept in the index, and publishes a fresh CRL
     /// with it.
     pub fn set_crl_validity(&self, validity: Duration) -> Result<Crl, CaError> {
-        if !(MIN_CRL_VALIDITY..=MAX_CRL_VALIDITY).contains(&validity) {
-            return Err(CaError::InvalidTtl(format!(
-                "CRL validity must be between {} minutes and {} days",
-                MIN_CRL_VALIDITY.as_secs() / 60,
-                MAX_CRL_VALIDITY.as_secs() / 86_400
-            )));
-        }
+        check_crl_validity(validity)?;
         self.update_state(|state| {
             state.crl_validity_secs = Some(validity.as_secs());
             Ok(())

@@ -74,9 +74,10 @@ pub struct ClientTrust {
     /// client registered may trust it. Certificates from an unknown CA (not
     /// self-signed) are still refused.
     pub allow_self_signed: bool,
-    /// Refuse every client certificate once a CRL is past its `nextUpdate`
-    /// (rustls' `enforce_revocation_expiration`): fail closed when the CA
-    /// stops publishing. Off by default, where a stale CRL is still applied,
+    /// Refuse a client certificate while its issuer's CRL is past its
+    /// `nextUpdate` (rustls' `enforce_revocation_expiration`): fail closed
+    /// when the CA stops publishing. Self-signed certificates admitted by
+    /// `allow_self_signed` have no CRL and are not affected. Off by default, where a stale CRL is still applied,
     /// so its revocations stay in force and nobody is locked out.
     pub enforce_crl_expiry: bool,
 }

@@ -297,8 +297,23 @@ fn the_crl_validity_is_kept_in_the_index_and_bounded() {
     let again = reopened.crl().unwrap();
     assert!(again.number > crl.number);
     assert!((again.next_update.unix_timestamp() - now() - 6 * 3600).abs() <= 5);
-    // Served as is while more than half of the six hours remain.
+    // Served as is while more than half of the six hours remain, re-signed
+    // once less does (the default hour's half would still serve both).
     assert_eq!(reopened.crl_pem().unwrap(), again.pem);
+    let state_path = ca.ca.dir().join(STATE_FILE);
+    let set_next_update = |at: i64| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+        state["crl_next_update"] = at.into();
+        std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    };
+    set_next_update(now() + 4 * 3600);
+    assert_eq!(reopened.crl_pem().unwrap(), again.pem, "4 h of 6 left");
+    set_next_update(now() + 2 * 3600);
+    let served = reopened.crl_pem().unwrap();
+    assert_ne!(served, again.pem, "2 h of 6 left: a fresh one");
+    assert!((next_update(&served) - now() - 6 * 3600).abs() <= 5);
+    let again = Ca::open(ca.ca.dir(), &master_key()).unwrap().crl().unwrap();
 
     // Out of bounds is refused, and nothing changes.
     for bad in [
@@ -334,8 +349,53 @@ fn an_index_written_before_the_crl_validity_could_be_set_keeps_the_default() {
                 .unwrap()
                 .contains("\"crl_validity_secs\":600")
     );
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, &text).unwrap();
     assert_eq!(ca.ca.crl_validity().unwrap(), portcullis_ca::CRL_VALIDITY);
+    // A hand-edited value out of bounds is a damaged index, not a CRL born
+    // expired or a clock overflow.
+    for bad in ["1", "18446744073709551615"] {
+        let edited = text.replacen(
+            "\"issued\"",
+            &format!("\"crl_validity_secs\": {bad},\n  \"issued\""),
+            1,
+        );
+        assert!(edited.contains("crl_validity_secs"));
+        std::fs::write(&path, edited).unwrap();
+        assert!(matches!(ca.ca.crl(), Err(CaError::Corrupt { .. })), "{bad}");
+        assert!(matches!(ca.ca.crl_pem(), Err(CaError::Corrupt { .. })));
+    }
+}
+
+#[test]
+fn a_ca_can_be_made_with_another_crl_validity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let td = || TrustDomain::parse("td.example").unwrap();
+    let dir = tmp.path().join("short");
+    assert!(matches!(
+        Ca::init_with_crl_validity(
+            &dir,
+            td(),
+            &master_key(),
+            std::time::Duration::from_secs(60)
+        ),
+        Err(CaError::InvalidTtl(_))
+    ));
+    assert!(!dir.exists(), "nothing written");
+    let ca = Ca::init_with_crl_validity(
+        &dir,
+        td(),
+        &master_key(),
+        std::time::Duration::from_secs(2 * 3600),
+    )
+    .unwrap();
+    // The very first CRL already has it.
+    let first = std::fs::read_to_string(dir.join(portcullis_ca::CRL_FILE)).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!((next_update(&first) - now - 2 * 3600).abs() <= 5);
+    assert_eq!(
+        ca.crl_validity().unwrap(),
+        std::time::Duration::from_secs(2 * 3600)
+    );
 }
 
 #[test]

@@ -685,7 +685,11 @@ mod tests {
         if let Some(t) = c.tls.as_mut() {
             t.cert = "other.pem".into();
             t.client_ca = Some("ca.pem".into());
+            t.enforce_crl_expiry = true;
         }
+        // ... and a change of any of them, the CRL policy too, is one that
+        // `ProxyTls::prepare` rebuilds the listener for (it compares them).
+        assert_ne!(b.tls, c.tls);
         assert!(StartOnly::of(&b).changed_in(&StartOnly::of(&c)).is_empty());
     }
 

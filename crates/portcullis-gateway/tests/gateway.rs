@@ -1184,4 +1184,14 @@ async fn route_configuration_errors_name_the_key() {
             .unwrap_or_default();
         assert!(e.contains("tls.enforce_crl_expiry"), "{e}");
     }
+    let mut raw = base_config(echo, &iam);
+    raw.tls = Some(portcullis_gateway::config::RawTls {
+        cert: "cert.pem".into(),
+        key: "key.pem".into(),
+        client_ca: Some("ca.pem".into()),
+        crls: vec!["crl.pem".into()],
+        enforce_crl_expiry: true,
+    });
+    let env = |v: &str| (v == "PORTCULLIS_TEST_GW_SECRET").then(|| "s".to_owned());
+    assert!(raw.validate(&env).unwrap().tls.unwrap().enforce_crl_expiry);
 }

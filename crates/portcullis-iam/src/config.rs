@@ -1144,6 +1144,20 @@ mod tests {
         let c = with("tls", "").validate(&no_env).unwrap();
         assert_eq!(c.issuer.unwrap().as_str(), "https://127.0.0.1:8443");
         assert!(!c.tls.unwrap().client_certs());
+        // enforce_crl_expiry reaches the listener's trust, off by default.
+        for (extra, enforced) in [("", false), ("enforce_crl_expiry = true", true)] {
+            let c = dev_toml(&format!(
+                "[tls]\ncert = \"{pem}\"\nkey = \"{pem}\"\nclient_ca = \"{pem}\"\ncrls = [\"{pem}\"]\n{extra}\n"
+            ))
+            .validate(&no_env)
+            .unwrap();
+            match c.tls.unwrap().files.client_auth {
+                portcullis_ca::tls::ClientAuth::Optional(t) => {
+                    assert_eq!(t.enforce_crl_expiry, enforced, "{extra}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         let c = with("tls", "").validate(&no_env);
         assert!(c.is_ok());
         let e = with("tls", "issuer = \"http://iam.example\"")

@@ -44,10 +44,8 @@ pub async fn run(args: CaArgs, command: CaCommand, log: LogArgs) -> Result<(), F
         } => {
             let td = TrustDomain::parse(&trust_domain).map_err(failure)?;
             let validity = crl_validity("--crl-validity-minutes", crl_validity_minutes)?;
-            let ca = Ca::init(&args.dir, td, &master).map_err(failure)?;
-            if validity != portcullis_ca::CRL_VALIDITY {
-                ca.set_crl_validity(validity).map_err(failure)?;
-            }
+            let ca =
+                Ca::init_with_crl_validity(&args.dir, td, &master, validity).map_err(failure)?;
             emit(
                 out,
                 json!({ "dir": args.dir, "trust_domain": ca.trust_domain().as_str() }),
