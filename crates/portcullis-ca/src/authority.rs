@@ -522,6 +522,10 @@ impl Ca {
         // A poisoned lock only means another thread panicked mid-update; the
         // file on disk is still whole (atomic writes), so carry on.
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Other processes on the same directory (a `revoke` beside a running
+        // `serve-crl`) wait too, so that none of them writes an index, or a
+        // CRL, made from a state read before another's change.
+        let _flock = crate::files::lock_dir(&self.dir)?;
         let path = self.dir.join(STATE_FILE);
         let mut state = State::load(&path)?;
         let out = f(&mut state)?;

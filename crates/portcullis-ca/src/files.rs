@@ -31,6 +31,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError>
     std::fs::rename(&tmp, path).map_err(CaError::io(path))
 }
 
+/// The lock file that serializes changes to a CA directory across
+/// processes (`portcullis ca revoke` beside a running `serve-crl`).
+const LOCK_FILE: &str = ".ca.lock";
+
+/// Takes the exclusive lock of the CA in `dir`, waiting for another process
+/// that holds it; released when the returned file is dropped.
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, CaError> {
+    let path = dir.join(LOCK_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&path).map_err(CaError::io(&path))?;
+    file.lock().map_err(CaError::io(&path))?;
+    Ok(file)
+}
+
 /// Creates `dir` (and parents) readable by its owner only.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), CaError> {
     let mut builder = std::fs::DirBuilder::new();

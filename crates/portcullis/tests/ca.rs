@@ -214,6 +214,66 @@ fn the_crl_validity_is_set_at_init_and_changed_by_crl() {
 }
 
 #[test]
+fn processes_changing_one_ca_at_once_lose_no_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let (code, _, err) = ca(&dir, &["init", "--trust-domain", "td"]);
+    assert_eq!(code, 0, "{err}");
+    // Issuers and CRL signers at the same time, as a `serve-crl` beside an
+    // operator's commands would be: each reads the index, changes it and
+    // writes it back.
+    const ISSUERS: usize = 8;
+    let mut children = Vec::new();
+    for n in 0..ISSUERS {
+        for args in [
+            vec![
+                "issue".to_owned(),
+                "--service".to_owned(),
+                format!("svc{n}"),
+                "--out-dir".to_owned(),
+                tmp.path().join(format!("svc{n}")).display().to_string(),
+            ],
+            vec!["crl".to_owned()],
+        ] {
+            let child = Command::new(BIN)
+                .arg("ca")
+                .args(&args)
+                .arg("--dir")
+                .arg(&dir)
+                .env("PORTCULLIS_MASTER_KEY", TEST_MASTER_KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            children.push((args, child));
+        }
+    }
+    for (args, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, out, err) = ca(&dir, &["list", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let mut names: Vec<String> = json(&out)["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..ISSUERS).map(|n| format!("svc{n}")).collect();
+    assert_eq!(names, want, "every issued certificate is in the index");
+    // One CRL number per signing: init's, the 8 `crl` runs'.
+    let (code, out, _) = ca(&dir, &["crl", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["crl_number"], 1 + ISSUERS as u64 + 1, "{out}");
+}
+
+#[test]
 fn master_key_is_required_and_must_match() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
