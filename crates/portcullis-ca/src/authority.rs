@@ -54,7 +54,8 @@ pub const MIN_CRL_VALIDITY: Duration = Duration::from_secs(5 * 60);
 /// seen by a verifier that caches CRLs until their `nextUpdate`.
 pub const MAX_CRL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn check_crl_validity(validity: Duration) -> Result<(), CaError> {
+/// Whether `validity` is within [`MIN_CRL_VALIDITY`]..=[`MAX_CRL_VALIDITY`].
+pub(crate) fn check_crl_validity(validity: Duration) -> Result<(), CaError> {
     if (MIN_CRL_VALIDITY..=MAX_CRL_VALIDITY).contains(&validity) {
         return Ok(());
     }

@@ -149,17 +149,8 @@ impl State {
         // What `set_crl_validity` accepts: a hand-edited value outside it
         // would sign CRLs born expired, or overflow the clock.
         if let Some(secs) = state.crl_validity_secs {
-            let (min, max) = (crate::MIN_CRL_VALIDITY, crate::MAX_CRL_VALIDITY);
-            if !(min.as_secs()..=max.as_secs()).contains(&secs) {
-                return Err(CaError::corrupt(
-                    path,
-                    format!(
-                        "crl_validity_secs {secs} is not between {} and {}",
-                        min.as_secs(),
-                        max.as_secs()
-                    ),
-                ));
-            }
+            crate::authority::check_crl_validity(std::time::Duration::from_secs(secs))
+                .map_err(|e| CaError::corrupt(path, format!("crl_validity_secs {secs}: {e}")))?;
         }
         Ok(state)
     }
